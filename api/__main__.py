@@ -1,0 +1,5 @@
+"""Run the CLI with ``python -m api``."""
+
+from api.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""The FastAPI application factory. The lifespan owns the engine and the job runner; nothing
+connects at import time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.responses import Response
+
+from api import errors
+from api.routes import health
+from geoserver.config import Settings
+from geoserver.database.engine import make_engine
+from geoserver.jobs import registry as job_registry
+from geoserver.jobs.runner import JobRunner
+
+log = logging.getLogger("gridgov.access")
+
+
+class RequestContext(BaseHTTPMiddleware):
+    """Give every request an id, log it with its timing, and refuse oversized bodies early."""
+
+    def __init__(self, app: FastAPI, *, max_body: int) -> None:
+        super().__init__(app)
+        self.max_body = max_body
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        """Handle one request."""
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = rid
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_body:
+            return errors.problem(413, f"request body exceeds {self.max_body} bytes")
+        start = time.perf_counter()
+        response = await call_next(request)
+        ms = (time.perf_counter() - start) * 1000
+        response.headers["X-Request-Id"] = rid
+        log.info("%s %s %s %.1fms rid=%s", request.method, request.url.path,
+                 response.status_code, ms, rid)
+        return response
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for ``settings`` (read from the environment when omitted)."""
+    settings = settings or Settings()
+    db = settings.database
+    if not db.app_database_url:
+        raise RuntimeError(
+            "GRIDGOV_APP_DATABASE_URL is not set: start gridgov with `gridgov serve`"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(
+            db.app_database_url or "", pool_size=db.pool_size,
+            statement_timeout_ms=db.statement_timeout_ms,
+        )
+        app.state.engine = engine
+        runner = JobRunner(engine, job_registry.registry)
+        app.state.job_runner = runner
+        if settings.server.jobs_enabled:
+            runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="gridgov",
+        version="0.1.0",
+        description="GIS-first grassroots governance server (基层治理四平台).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
+    app.include_router(health.router)
+    web = settings.server.web_dir
+    if web.is_dir():
+        app.mount("/", StaticFiles(directory=web, html=True), name="web_map")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Build the app from ``GRIDGOV_*`` variables (the factory uvicorn workers call)."""
+    logging.basicConfig(
+        level=os.environ.get("GRIDGOV_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    return create_app(Settings())

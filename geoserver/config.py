@@ -1,0 +1,77 @@
+"""Settings, one pydantic-settings class per concern, all with the prefix ``GRIDGOV_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The governance day, week, month and office hours are Shanghai's, whatever the server's zone.
+GOVERNANCE_TZ = ZoneInfo("Asia/Shanghai")
+
+_ENV = SettingsConfigDict(env_prefix="GRIDGOV_", extra="ignore")
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the data lives: an embedded cluster under ``data_dir`` or an external server."""
+
+    model_config = _ENV
+
+    data_dir: Path = Path(".gridgov")
+    #: Owner (migration) connection. Unset: gridgov runs its own cluster under ``data_dir``.
+    database_url: str | None = None
+    #: The app role's connection (not the owner, NOBYPASSRLS). Derived when unset.
+    app_database_url: str | None = None
+    pool_size: int = Field(default=8, ge=1, le=200)
+    statement_timeout_ms: int = Field(default=30_000, ge=100)
+    #: OS user the embedded cluster runs as when gridgov is started as root.
+    cluster_os_user: str = "postgres"
+
+
+class ServerSettings(BaseSettings):
+    """How the HTTP server behaves."""
+
+    model_config = _ENV
+
+    env: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    jobs_enabled: bool = True
+    #: Directory of the static web client, served at ``/``.
+    web_dir: Path = Path(__file__).resolve().parent.parent / "web_map"
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+
+class SecuritySettings(BaseSettings):
+    """Secrets and keys; production refuses to start with the development defaults."""
+
+    model_config = _ENV
+
+    env: Literal["development", "test", "production"] = "development"
+    secret_key: str = "dev-insecure-secret-key-change-me"
+    #: base64 keys for the personal-data cipher, ``id:key,id:key``; the first is active.
+    data_keys: str = "dev:ZGV2LWluc2VjdXJlLWRhdGEta2V5LTMyLWJ5dGVzISE="
+    cipher: Literal["aes-gcm", "sm4"] = "aes-gcm"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> SecuritySettings:
+        if self.env == "production" and (
+            self.secret_key.startswith("dev-") or self.data_keys.startswith("dev:")
+        ):
+            raise ValueError(
+                "production mode refuses the development secrets: set GRIDGOV_SECRET_KEY "
+                "and GRIDGOV_DATA_KEYS"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    """All settings, grouped by concern; pass this into factories."""
+
+    model_config = _ENV
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)

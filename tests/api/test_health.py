@@ -1,0 +1,53 @@
+"""Liveness, readiness and the problem+json shape of every error."""
+
+from __future__ import annotations
+
+import httpx
+
+PROBLEM = "application/problem+json"
+
+
+def _is_problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    assert body["status"] == status
+    return body
+
+
+def test_health_and_ready(http: httpx.Client) -> None:
+    assert http.get("/health").json() == {"status": "ok"}
+    r = http.get("/ready")
+    assert r.status_code == 200 and r.json() == {"status": "ready"}
+    assert r.headers["x-request-id"]
+
+
+def test_unknown_path_is_problem_json(http: httpx.Client) -> None:
+    _is_problem(http.get("/no/such/thing"), 404)
+
+
+def test_wrong_method_is_problem_json(http: httpx.Client) -> None:
+    _is_problem(http.delete("/health"), 405)
+
+
+def test_openapi_and_docs(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    assert "/ready" in spec["paths"]
+    assert http.get("/docs").status_code == 200
+
+
+def test_request_id_is_echoed(http: httpx.Client) -> None:
+    assert http.get("/health", headers={"X-Request-Id": "abc123"}).headers["x-request-id"] == (
+        "abc123"
+    )
+
+
+def test_oversized_body_refused(http: httpx.Client) -> None:
+    body = b"x" * (21 * 1024 * 1024)
+    _is_problem(http.post("/health", content=body), 413)
+
+
+def test_web_map_served_at_root(http: httpx.Client) -> None:
+    r = http.get("/")
+    assert r.status_code == 200 and "<html" in r.text.lower()

@@ -1,0 +1,127 @@
+"""Test databases: one embedded cluster per test session, a template migrated once (keyed by a
+hash of ``sql/``), clones for tests that must commit."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from geoserver.database import migrate as migrations
+from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE, bootstrap, prepare_database
+from geoserver.database.cluster import SUPERUSER, ClusterInfo, EmbeddedCluster
+
+#: Builders that fill the template after migrating (the demo loader adds the tiny city here).
+TEMPLATE_FILLERS: list[Callable[[str], None]] = []
+#: Extra text mixed into the template's hash (e.g. a hash of the demo generator's code).
+TEMPLATE_SALT: list[str] = []
+
+
+def test_data_dir() -> Path:
+    """Return the test cluster's directory: under /tmp, so the postgres user can reach it.
+
+    Locally it persists between runs (the template is rebuilt only when ``sql/`` changes);
+    under CI every run starts from an empty directory.
+    """
+    if "GRIDGOV_TEST_DATA_DIR" in os.environ:
+        return Path(os.environ["GRIDGOV_TEST_DATA_DIR"])
+    if os.environ.get("CI"):
+        return Path(f"/tmp/gridgov-ci-{os.getpid()}")
+    return Path(f"/tmp/gridgov-test-{os.getuid()}")
+
+
+@dataclass
+class TestCluster:
+    """A running cluster for tests."""
+
+    cluster: EmbeddedCluster
+    info: ClusterInfo
+
+    def url(self, role: str, database: str) -> str:
+        """Return a URL for ``role`` on ``database``."""
+        return self.info.url(role, database)
+
+    def superuser(self, database: str = "postgres") -> psycopg2.extensions.connection:
+        """Return an autocommit superuser connection."""
+        conn = psycopg2.connect(self.url(SUPERUSER, database))
+        conn.autocommit = True
+        return conn
+
+    def template_name(self) -> str:
+        """Return the template database's name for the current SQL and fillers."""
+        import hashlib
+
+        h = hashlib.sha256((migrations.code_hash() + "".join(TEMPLATE_SALT)).encode())
+        return f"gridgov_tpl_{h.hexdigest()[:12]}"
+
+    def ensure_template(self) -> str:
+        """Build the template database once for this code; return its name."""
+        name = self.template_name()
+        lock = (self.cluster.data_dir / "template.lock").open("a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with closing(self.superuser()) as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone():
+                    return name
+                building = name + "_building"
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(building)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'")
+                    .format(sql.Identifier(building), sql.Identifier(OWNER_ROLE))
+                )
+            prepare_database(self.url(SUPERUSER, building), database=building,
+                             owner_role=OWNER_ROLE, app_role=APP_ROLE)
+            migrations.migrate(self.url(OWNER_ROLE, building))
+            for fill in TEMPLATE_FILLERS:
+                fill(self.url(OWNER_ROLE, building))
+            with closing(self.superuser()) as conn, conn.cursor() as cur:
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(building), sql.Identifier(name)))
+                cur.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(
+                    sql.Identifier(name)))
+            return name
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+
+    def clone(self, template: str, name: str) -> str:
+        """Create database ``name`` as a copy of ``template``; return its name."""
+        with closing(self.superuser()) as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(template), sql.Identifier(OWNER_ROLE)))
+            cur.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(name), sql.Identifier(APP_ROLE)))
+        return name
+
+    def drop(self, name: str) -> None:
+        """Drop a test database."""
+        with closing(self.superuser()) as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+@contextmanager
+def test_cluster() -> Iterator[TestCluster]:
+    """Start (or reuse) the test cluster; stop it afterwards if this call started it."""
+    cluster = EmbeddedCluster(test_data_dir())
+    info, started = cluster.start()
+    bootstrap(info.url(SUPERUSER), database="gridgov", owner_role=OWNER_ROLE,
+              app_role=APP_ROLE, owner_password=info.passwords[OWNER_ROLE],
+              app_password=info.passwords[APP_ROLE])
+    try:
+        yield TestCluster(cluster, info)
+    finally:
+        if started:
+            cluster.stop()
+        if os.environ.get("CI") and "GRIDGOV_TEST_DATA_DIR" not in os.environ:
+            shutil.rmtree(cluster.data_dir, ignore_errors=True)
