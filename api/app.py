@@ -16,11 +16,12 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from api import errors
-from api.routes import health
+from api.routes import auth, health
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
 from geoserver.jobs import registry as job_registry
 from geoserver.jobs.runner import JobRunner
+from geoserver.security.crypto import crypto_from_settings
 
 log = logging.getLogger("gridgov.access")
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             statement_timeout_ms=db.statement_timeout_ms,
         )
         app.state.engine = engine
+        app.state.crypto = crypto_from_settings(settings.security)
         runner = JobRunner(engine, job_registry.registry)
         app.state.job_runner = runner
         if settings.server.jobs_enabled:
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
     app.include_router(health.router)
+    app.include_router(auth.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")

@@ -286,3 +286,93 @@ def main() -> None:
     except GridgovError as e:
         console.print(f"[bold red]error:[/] {e.detail}", highlight=False)
         sys.exit(1)
+
+
+user_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("create")
+def user_create(
+    username: Annotated[str, typer.Option(help="Login name.")],
+    role: Annotated[list[str], typer.Option(help="Role name (repeatable), e.g. admin.")],
+    scope: Annotated[list[str], typer.Option(
+        help="Region code of the jurisdiction (repeatable); '*' is the whole tree.")] = ["*"],  # noqa: B006
+    display_name: Annotated[str | None, typer.Option(help="Shown name.")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        help="Read the password from standard input instead of generating one.")] = False,
+) -> None:
+    """Create an account (the first administrator, say); prints a generated password once."""
+    from geoserver.database.engine import SYSTEM_SCOPE, make_engine, scoped_session
+    from geoserver.domain.principal import SYSTEM
+    from geoserver.services import users
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with database() as target:
+        prepare_schema(target)
+        engine = make_engine(target.app_url, pool_size=1)
+        try:
+            with scoped_session(engine, SYSTEM_SCOPE) as s:
+                new = users.create_user(
+                    s, actor=SYSTEM, username=username, display_name=display_name or username,
+                    home_region_code=scope[0], roles=role, scope_codes=scope, password=password)
+        except GridgovError as e:
+            fail(e.detail)
+        finally:
+            engine.dispose()
+    print(f"created user {new.username} (id {new.id})")
+    if new.password:
+        print(f"one-time password (change it at first login): {new.password}")
+
+
+demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("load")
+def demo_load(
+    scale: Annotated[str, typer.Option(help="tiny (one county), demo (the city), city "
+                                             "(benchmark scale).")] = "demo",
+    seed: Annotated[int, typer.Option(help="Same seed, same city.")] = 2026,
+    if_empty: Annotated[bool, typer.Option(
+        "--if-empty", help="Do nothing when the database already holds regions.")] = False,
+) -> None:
+    """Generate and load a deterministic demo Wenzhou (regions, addresses, base data, staff)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from geoserver.demo.loader import SCALES, load_demo, regions_loaded
+    from geoserver.security.crypto import crypto_from_settings
+
+    if scale not in SCALES:
+        fail(f"--scale must be one of {', '.join(SCALES)}")
+    settings = Settings()
+    if settings.server.env == "production":
+        fail("demo data has known passwords: it is refused in production mode")
+    with database() as target:
+        prepare_schema(target)
+        if regions_loaded(target.owner_url):
+            if if_empty:
+                console.print("demo: the database already holds regions; nothing loaded")
+                return
+            fail("the database already holds regions: demo data loads only into an empty one")
+        console.print(f"generating the {scale} city (seed {seed}) …")
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bars:
+            tasks: dict[str, object] = {}
+
+            def progress(label: str, done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = bars.add_task(label, total=total)
+                bars.update(tasks[label], completed=done, total=total)  # type: ignore[arg-type]
+
+            result = load_demo(target.owner_url, scale=scale, seed=seed,
+                               crypto=crypto_from_settings(settings.security), progress=progress)
+    for table, n in result["counts"].items():
+        print(f"{table:>20}: {n:,}")
+    print(f"{'total time':>20}: {sum(result['timings'].values()):.1f} s")
+    if result["logins"]:
+        from geoserver.demo.steps.staff import DEMO_PASSWORD
+
+        print(f"\ndemo logins (password {DEMO_PASSWORD}):")
+        for username, what in result["logins"]:
+            print(f"  {username:<22} {what}")

@@ -54,6 +54,14 @@ class SecuritySettings(BaseSettings):
     #: base64 keys for the personal-data cipher, ``id:key,id:key``; the first is active.
     data_keys: str = "dev:ZGV2LWluc2VjdXJlLWRhdGEta2V5LTMyLWJ5dGVzISE="
     cipher: Literal["aes-gcm", "sm4"] = "aes-gcm"
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    session_absolute_hours: int = Field(default=12, ge=1, le=24 * 30)
+    #: Failed logins before the account locks; each further failure doubles the lock.
+    lock_after_failures: int = Field(default=5, ge=1, le=100)
+    lock_seconds: int = Field(default=60, ge=1)
+    #: Secure cookies need HTTPS (browsers exempt 127.0.0.1 and localhost).
+    cookie_secure: bool = True
+    token_max_days: int = Field(default=365, ge=1)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> SecuritySettings:

@@ -18,10 +18,40 @@ from geoserver.config import DatabaseSettings, ServerSettings, Settings
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
 from geoserver.database.cluster import free_port
 from geoserver.database.engine import SYSTEM_SCOPE, set_scope, sqlalchemy_url
-from tests.support.db import TestCluster, test_cluster
+from tests.support.db import TEMPLATE_FILLERS, TEMPLATE_SALT, TestCluster, test_cluster
 
 # Statistics and "days" are Shanghai's whatever the machine says; CI runs in UTC, and so do we.
 os.environ.setdefault("TZ", "UTC")
+
+#: The tiny demo city (鹿城区, ~60 grids) is in every test database, generated with this seed.
+DEMO_SEED = 1
+
+
+def _demo_code_hash() -> str:
+    import hashlib
+    from pathlib import Path
+
+    import geoserver.demo as demo
+
+    h = hashlib.sha256()
+    root = Path(demo.__file__).parent
+    for p in sorted(root.rglob("*")):
+        if p.suffix in (".py", ".csv"):
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _load_tiny(owner_url: str) -> None:
+    from geoserver.config import SecuritySettings
+    from geoserver.demo.loader import load_demo
+    from geoserver.security.crypto import crypto_from_settings
+
+    load_demo(owner_url, scale="tiny", seed=DEMO_SEED,
+              crypto=crypto_from_settings(SecuritySettings()))
+
+
+TEMPLATE_SALT.append(_demo_code_hash())
+TEMPLATE_FILLERS.append(_load_tiny)
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +63,28 @@ def pg() -> Iterator[TestCluster]:
 
 @pytest.fixture(scope="session")
 def template_db(pg: TestCluster) -> str:
-    """The migrated (and demo-filled) template database's name."""
-    return pg.ensure_template()
+    """The migrated, empty template database's name."""
+    return pg.ensure_template(demo=False)
+
+
+@pytest.fixture(scope="session")
+def demo_template_db(pg: TestCluster) -> str:
+    """The migrated template database holding the tiny demo city."""
+    return pg.ensure_template(demo=True)
 
 
 @pytest.fixture(scope="session")
 def test_db(pg: TestCluster, template_db: str) -> Iterator[str]:
-    """A session-wide database cloned from the template; tests roll back their changes."""
+    """A session-wide empty database; tests build what they need and roll back."""
     name = pg.clone(template_db, f"gridgov_test_{os.getpid()}")
+    yield name
+    pg.drop(name)
+
+
+@pytest.fixture(scope="session")
+def demo_db(pg: TestCluster, demo_template_db: str) -> Iterator[str]:
+    """A session-wide database with the tiny demo city; tests roll back their changes."""
+    name = pg.clone(demo_template_db, f"gridgov_demo_{os.getpid()}")
     yield name
     pg.drop(name)
 
@@ -67,13 +111,20 @@ def owner_engine(pg: TestCluster, test_db: str) -> Iterator[Engine]:
     e.dispose()
 
 
-@pytest.fixture
-def session_as(app_engine: Engine) -> Iterator[Callable[[Sequence[str]], Session]]:
-    """Open app-role sessions with a given scope; everything they write is rolled back."""
+@pytest.fixture(scope="session")
+def demo_engine(pg: TestCluster, demo_db: str) -> Iterator[Engine]:
+    """An app-role engine on the database holding the tiny demo city."""
+    e = _engine(pg.url(APP_ROLE, demo_db))
+    yield e
+    e.dispose()
+
+
+@contextmanager
+def _sessions(engine: Engine) -> Iterator[Callable[[Sequence[str]], Session]]:
     opened: list[tuple[Session, object]] = []
 
     def open_session(scope: Sequence[str]) -> Session:
-        conn = app_engine.connect()
+        conn = engine.connect()
         trans = conn.begin()
         s = Session(bind=conn, join_transaction_mode="create_savepoint",
                     expire_on_commit=False)
@@ -89,16 +140,37 @@ def session_as(app_engine: Engine) -> Iterator[Callable[[Sequence[str]], Session
 
 
 @pytest.fixture
+def session_as(app_engine: Engine) -> Iterator[Callable[[Sequence[str]], Session]]:
+    """Open app-role sessions on the empty database with a given scope; rolled back after."""
+    with _sessions(app_engine) as open_session:
+        yield open_session
+
+
+@pytest.fixture
 def db(session_as: Callable[[Sequence[str]], Session]) -> Session:
-    """An app-role session that sees the whole city (system scope), rolled back afterwards."""
+    """An app-role session on the empty database with system scope, rolled back afterwards."""
     return session_as(SYSTEM_SCOPE)
 
 
+@pytest.fixture
+def demo_session_as(demo_engine: Engine) -> Iterator[Callable[[Sequence[str]], Session]]:
+    """Open app-role sessions on the tiny demo city with a given scope; rolled back after."""
+    with _sessions(demo_engine) as open_session:
+        yield open_session
+
+
+@pytest.fixture
+def demo(demo_session_as: Callable[[Sequence[str]], Session]) -> Session:
+    """An app-role session on the tiny demo city with system scope, rolled back afterwards."""
+    return demo_session_as(SYSTEM_SCOPE)
+
+
 @pytest.fixture(scope="module")
-def module_db(pg: TestCluster, template_db: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A database of this module's own, for tests that commit (HTTP tests, jobs)."""
+def module_db(pg: TestCluster, demo_template_db: str,
+              request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of this module's own with the tiny demo city, for tests that commit."""
     name = f"gridgov_m_{os.getpid()}_{abs(hash(request.module.__name__)) % 10**8}"
-    pg.clone(template_db, name)
+    pg.clone(demo_template_db, name)
     yield name
     pg.drop(name)
 

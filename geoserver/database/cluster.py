@@ -264,6 +264,9 @@ class EmbeddedCluster:
         with contextlib.suppress(OSError, ValueError, KeyError):
             last = int(json.loads(self.state_file.read_text())["port"])
             with socket.socket() as s:
+                # Connections closed by the last shutdown linger in TIME_WAIT; PostgreSQL
+                # binds with SO_REUSEADDR, so probe the same way.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", last))
             return last
         return free_port()

@@ -8,8 +8,10 @@ differs from the code and say what to run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +101,8 @@ def migrate(owner_dsn: str) -> list[str]:
     """Apply pending migrations and re-apply the SQL functions; return the ids applied."""
     backend = get_backend(_yoyo_url(owner_dsn))
     migrations = read_migrations(str(MIGRATIONS_DIR))
-    with backend.lock(timeout=120):
+    # yoyo prints the result of every SELECT in a migration; the CLI has its own output.
+    with backend.lock(timeout=120), contextlib.redirect_stdout(io.StringIO()):
         todo = backend.to_apply(migrations)
         applied = [m.id for m in todo]
         backend.apply_migrations(todo)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -18,9 +19,9 @@ from geoserver.database import migrate as migrations
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE, bootstrap, prepare_database
 from geoserver.database.cluster import SUPERUSER, ClusterInfo, EmbeddedCluster
 
-#: Builders that fill the template after migrating (the demo loader adds the tiny city here).
+#: Builders that fill the demo template after migrating (conftest adds the tiny city here).
 TEMPLATE_FILLERS: list[Callable[[str], None]] = []
-#: Extra text mixed into the template's hash (e.g. a hash of the demo generator's code).
+#: Extra text mixed into the demo template's hash (a hash of the demo generator's code).
 TEMPLATE_SALT: list[str] = []
 
 
@@ -54,16 +55,17 @@ class TestCluster:
         conn.autocommit = True
         return conn
 
-    def template_name(self) -> str:
-        """Return the template database's name for the current SQL and fillers."""
+    def template_name(self, demo: bool) -> str:
+        """Return the template database's name for the current SQL (and demo code)."""
         import hashlib
 
-        h = hashlib.sha256((migrations.code_hash() + "".join(TEMPLATE_SALT)).encode())
-        return f"gridgov_tpl_{h.hexdigest()[:12]}"
+        salt = "".join(TEMPLATE_SALT) if demo else "empty"
+        h = hashlib.sha256((migrations.code_hash() + salt).encode())
+        return f"gridgov_tpl_{'demo' if demo else 'empty'}_{h.hexdigest()[:12]}"
 
-    def ensure_template(self) -> str:
-        """Build the template database once for this code; return its name."""
-        name = self.template_name()
+    def ensure_template(self, *, demo: bool) -> str:
+        """Build a template database once for this code, empty or with the tiny demo city."""
+        name = self.template_name(demo)
         lock = (self.cluster.data_dir / "template.lock").open("a")
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -80,17 +82,26 @@ class TestCluster:
             prepare_database(self.url(SUPERUSER, building), database=building,
                              owner_role=OWNER_ROLE, app_role=APP_ROLE)
             migrations.migrate(self.url(OWNER_ROLE, building))
-            for fill in TEMPLATE_FILLERS:
+            for fill in TEMPLATE_FILLERS if demo else []:
                 fill(self.url(OWNER_ROLE, building))
             with closing(self.superuser()) as conn, conn.cursor() as cur:
                 cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                     sql.Identifier(building), sql.Identifier(name)))
                 cur.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(
                     sql.Identifier(name)))
+                self._drop_stale_templates(cur, keep=name, kind=name.split("_")[2])
             return name
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             lock.close()
+
+    def _drop_stale_templates(self, cur: Any, *, keep: str, kind: str) -> None:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+                    (f"gridgov_tpl_{kind}_%", keep))
+        for (old,) in cur.fetchall():
+            cur.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(old)))
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(old)))
 
     def clone(self, template: str, name: str) -> str:
         """Create database ``name`` as a copy of ``template``; return its name."""
