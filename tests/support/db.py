@@ -132,7 +132,10 @@ def test_cluster() -> Iterator[TestCluster]:
     try:
         yield TestCluster(cluster, info)
     finally:
-        if started:
-            cluster.stop()
-        if os.environ.get("CI") and "GRIDGOV_TEST_DATA_DIR" not in os.environ:
-            shutil.rmtree(cluster.data_dir, ignore_errors=True)
+        # Locally the cluster stays up for the next run (and for other test runs sharing it);
+        # CI stops it and removes its directory.
+        if os.environ.get("CI"):
+            if started:
+                cluster.stop()
+            if "GRIDGOV_TEST_DATA_DIR" not in os.environ:
+                shutil.rmtree(cluster.data_dir, ignore_errors=True)
