@@ -16,7 +16,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from api import errors
-from api.routes import auth, health
+from api.routes import auth, health, regions
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
 from geoserver.jobs import registry as job_registry
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(regions.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")

@@ -121,7 +121,17 @@ def get_session(engine: EngineDep, user: OptionalUser) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits before the response is sent, so a 2xx means the
+# data is committed. Streaming responses read through their own session (see stream_rows).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def stream_rows(engine: Engine, user: Principal,
+                produce: Callable[[Session], Iterator[dict[str, object]]]
+                ) -> Iterator[dict[str, object]]:
+    """Yield rows from ``produce`` in a read transaction of the user's scope, for streaming."""
+    with scoped_session(engine, user.scope) as session:
+        yield from produce(session)
 
 
 def get_anonymous_session(engine: EngineDep) -> Iterator[Session]:
@@ -130,4 +140,4 @@ def get_anonymous_session(engine: EngineDep) -> Iterator[Session]:
         yield session
 
 
-AnonSessionDep = Annotated[Session, Depends(get_anonymous_session)]
+AnonSessionDep = Annotated[Session, Depends(get_anonymous_session, scope="function")]

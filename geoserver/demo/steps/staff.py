@@ -77,7 +77,7 @@ def load(conn: Any, ctx: DemoContext) -> dict[str, int]:
         execute_values(
             cur, "INSERT INTO staff_assignment (user_id, position, region_code, path) VALUES %s",
             [(uid, u[4], u[5], paths[u[5]]) for uid, u in zip(user_ids, users, strict=True)
-             if u[4]],
+             if u[4] and u[5]],
             template="(%s, %s::staff_position, %s, %s::ltree)", page_size=5000)
     first_t = townships[0] if townships else None
     first_g = grids[0] if grids else None
