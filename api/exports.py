@@ -25,7 +25,8 @@ MEDIA = {
 def watermark(user: Principal) -> str:
     """Return the watermark line: who exported, when (Shanghai time)."""
     now = datetime.now(GOVERNANCE_TZ).strftime("%Y-%m-%d %H:%M:%S")
-    return f"gridgov 导出 / exported by {user.username} at {now} (Asia/Shanghai) — 内部资料 注意保密"
+    return (f"gridgov 导出 / exported by {user.username} at {now} (Asia/Shanghai)"
+            " — 内部资料 注意保密")
 
 
 def _cell(value: Any) -> Any:

@@ -248,7 +248,8 @@ def create_region(session: Session, *, actor: Principal, data: RegionCreate,
     _write(session, "INSERT INTO region (code, name, level, parent_code, path, geom, grid_type, "
            "virtual, households, party_members, leader_name, leader_phone, intro) VALUES (:code, "
            ":name, CAST(:level AS region_level), :parent, CAST(:path AS ltree), "
-           "ST_GeomFromWKB(:g, 4490), CAST(:gt AS grid_type), :virtual, :hh, :pm, :ln, :lp, :intro)",
+           "ST_GeomFromWKB(:g, 4490), CAST(:gt AS grid_type), :virtual, :hh, :pm, :ln, :lp, "
+           ":intro)",
            {"code": data.code, "name": data.name, "level": data.level.value,
             "parent": data.parent_code, "path": f"{parent.path}.{data.code}", "g": geom.wkb,
             "gt": data.grid_type.value if data.grid_type else None, "virtual": data.virtual,
