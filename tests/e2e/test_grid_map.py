@@ -1,0 +1,99 @@
+"""The commander's grid map in headless Chromium: login, jurisdiction, drill-down, search."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import axe_violations, screenshot
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "Demo-Wenzhou-2026"
+WUMA = "330302006"
+
+
+def _login(page, base: str, username: str) -> None:
+    page.goto(base + "/")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#map canvas", timeout=30_000)
+    page.wait_for_function("() => window.gridgov.map && window.gridgov.map.loaded()",
+                           timeout=60_000)
+    _idle(page)
+
+
+def _idle(page) -> None:
+    page.evaluate("""() => new Promise((resolve) => {
+        const m = window.gridgov.map;
+        if (m.loaded() && m.areTilesLoaded()) { setTimeout(resolve, 300); return; }
+        m.once('idle', () => resolve());
+    })""")
+
+
+def _rendered_codes(page, level: str | None = None) -> set[str]:
+    return set(page.evaluate("""(level) => window.gridgov.map
+        .queryRenderedFeatures({layers: ['regions-line']})
+        .filter(f => !level || f.properties.level === level)
+        .map(f => f.properties.code)""", level))
+
+
+def test_login_opens_jurisdiction_and_draws_grids(page, live_server) -> None:
+    page.goto(live_server + "/")
+    page.wait_for_selector("#login-form")
+    page.fill("#username", f"t{WUMA}")
+    page.fill("#password", "wrong-password")
+    page.click("button[type=submit]")
+    page.wait_for_function("() => document.getElementById('login-error').textContent.length > 0")
+    # The refused login is logged by the browser as a failed (401) resource: expected here.
+    page.console_errors.clear()  # type: ignore[attr-defined]
+    _login(page, live_server, f"t{WUMA}")
+    grids = _rendered_codes(page, "grid")
+    assert len(grids) >= 5, grids
+    assert all(code.startswith(WUMA) for code in _rendered_codes(page)), "outside scope drawn"
+    # The watermark names the user.
+    assert f"t{WUMA}" in page.eval_on_selector("#watermark", "c => c.dataset.text")
+    screenshot(page, "grid_map_township")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_drill_down_and_breadcrumb(page, live_server) -> None:
+    _login(page, live_server, f"t{WUMA}")
+    page.wait_for_selector("#panel-title")
+    assert "五马" in page.inner_text("#panel-title")
+    # Click the middle of a rendered grid: its 辖区信息 opens with the grid team.
+    point = page.evaluate("""() => {
+        const m = window.gridgov.map;
+        const f = m.queryRenderedFeatures({layers: ['regions-fill']})[0];
+        const ring = f.geometry.type === 'Polygon' ? f.geometry.coordinates[0]
+                                                   : f.geometry.coordinates[0][0];
+        const c = ring.reduce((a, p) => [a[0] + p[0] / ring.length, a[1] + p[1] / ring.length],
+                              [0, 0]);
+        return {...m.project(c), code: f.properties.code};
+    }""")
+    page.mouse.click(point["x"], point["y"] + 48)
+    page.wait_for_function("(c) => window.gridgov.selected && window.gridgov.selected.length > 9",
+                           arg=point["code"])
+    panel = page.inner_text("#panel")
+    assert "网格长" in panel and "辖区信息" in panel
+    crumbs = page.locator("#breadcrumb button")
+    assert crumbs.count() >= 3
+    screenshot(page, "grid_map_drilldown")
+    crumbs.first.click()
+    page.wait_for_function("(c) => window.gridgov.selected === c", arg=WUMA)
+
+
+def test_search_flies_to_region(page, live_server) -> None:
+    _login(page, live_server, f"t{WUMA}")
+    page.fill("#search-input", "社区")
+    page.wait_for_selector("#search-results li[data-i]", timeout=10_000)
+    page.click("#search-results li[data-i]")
+    page.wait_for_function("() => window.gridgov.selected && window.gridgov.selected.length >= 12")
+
+
+def test_accessibility_no_serious_violations(page, live_server) -> None:
+    page.goto(live_server + "/")
+    page.wait_for_selector("#login-form")
+    assert axe_violations(page) == []
+    _login(page, live_server, f"t{WUMA}")
+    assert axe_violations(page) == []
