@@ -17,11 +17,13 @@ from starlette.responses import Response
 
 from api import errors
 from api.routes import auth, health, regions
+from api.routes import tiles as tile_routes
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
 from geoserver.jobs import registry as job_registry
 from geoserver.jobs.runner import JobRunner
 from geoserver.security.crypto import crypto_from_settings
+from tiles.service import start_tile_service
 
 log = logging.getLogger("gridgov.access")
 
@@ -70,9 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.job_runner = runner
         if settings.server.jobs_enabled:
             runner.start()
+        app.state.tiles = start_tile_service(settings)
         try:
             yield
         finally:
+            app.state.tiles.stop()
             runner.stop()
             engine.dispose()
 
@@ -88,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(regions.router)
+    app.include_router(tile_routes.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")

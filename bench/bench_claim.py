@@ -3,9 +3,9 @@
 Generates N random points inside the loaded general grids, stores them as geocoded pooled
 records whose open claim items have no candidates yet (what address-only records look like after
 geocoding), then times ``geoserver.services.claims.auto_claim`` (point-in-polygon, decision,
-claim, history, subject sync) and, on the same points and polygons in the same run, a raw SQL
-point-in-polygon count and a shapely ``STRtree.query(points, predicate="within")``. Prints
-figures and ratios; there are no thresholds.
+claim, history, subject sync) and its point-in-polygon step alone, and, on the same points and
+polygons in the same run, a raw SQL point-in-polygon count and a shapely
+``STRtree.query(points, predicate="within")``. Prints figures and ratios; no thresholds.
 
 Database: ``GRIDGOV_DATABASE_URL`` (the owner role; everything runs in one transaction that is
 rolled back, and since the owner bypasses row-level security the figures omit RLS), else the
@@ -66,7 +66,7 @@ def seed_points(conn: Connection, coords: np.ndarray) -> None:
         "SELECT path::text FROM region WHERE level = 'city' AND valid_to IS NULL LIMIT 1"
     )).scalar_one()
     buf = io.StringIO()
-    for i, (x, y) in enumerate(coords):
+    for i, (x, y) in enumerate(coords.tolist()):
         buf.write(f"bench\t{i}\tperson\tSRID=4490;POINT({x!r} {y!r})\tgeocoded\t{city}\n")
     buf.seek(0)
     # The location trigger would run locate() per row; the bench measures auto_claim, not that.
@@ -90,6 +90,13 @@ def time_auto_claim(session: Session) -> tuple[float, claims.AutoClaimReport]:
     t = time.perf_counter()
     report = claims.auto_claim(session, actor=ACTOR)
     return time.perf_counter() - t, report
+
+
+def time_locate_step(session: Session) -> tuple[float, int]:
+    """Run only auto-claim's point-in-polygon step (candidates for items lacking them)."""
+    t = time.perf_counter()
+    added = session.execute(text("SELECT gridgov_meta.claim_locate_open(NULL)")).scalar_one()
+    return time.perf_counter() - t, int(added)
 
 
 def time_sql_floor(conn: Connection) -> tuple[float, int]:
@@ -116,6 +123,7 @@ def bench_database(scale: str) -> Iterator[tuple[str, str | None]]:
     if url:
         yield url, None
         return
+    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
     from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
     from tests.support.db import test_cluster
 
@@ -155,11 +163,20 @@ def run(n: int, scale: str, seed: int) -> None:
                 with app.connect() as app_conn, app_conn.begin() as app_trans:
                     session = Session(bind=app_conn, join_transaction_mode="create_savepoint")
                     set_scope(session, SYSTEM_SCOPE)
+                    locate_s, located = time_locate_step(session)
+                    app_trans.rollback()
+                with app.connect() as app_conn, app_conn.begin() as app_trans:
+                    session = Session(bind=app_conn, join_transaction_mode="create_savepoint")
+                    set_scope(session, SYSTEM_SCOPE)
                     seconds, report = time_auto_claim(session)
                     app_trans.rollback()
                 role = "app role (RLS applied)"
             else:
                 session = Session(bind=conn, join_transaction_mode="create_savepoint")
+                set_scope(session, SYSTEM_SCOPE)
+                with session.begin_nested() as step:
+                    locate_s, located = time_locate_step(session)
+                    step.rollback()
                 seconds, report = time_auto_claim(session)
                 role = "owner (RLS bypassed)"
             sql_s, sql_n = time_sql_floor(conn)
@@ -171,11 +188,15 @@ def run(n: int, scale: str, seed: int) -> None:
         print(f"auto_claim as {role}: {seconds:.2f} s, {n / seconds:,.0f} points/s, "
               f"claimed {report.claimed}, ambiguous {report.ambiguous}, "
               f"unlocated {report.unlocated}")
+        print(f"  of which the point-in-polygon step (candidates written): {locate_s:.2f} s, "
+              f"{n / locate_s:,.0f} points/s, {located} candidates; the rest is the claim "
+              "(item update, history row, subject sync)")
         print(f"SQL point-in-polygon join only: {sql_s:.2f} s, {n / sql_s:,.0f} points/s, "
               f"{sql_n} matches")
         print(f"shapely STRtree floor: {shp_s:.2f} s, {n / shp_s:,.0f} points/s, "
               f"{shp_unique} in exactly one grid")
         print(f"ratio auto_claim / shapely: {seconds / shp_s:.1f}x; "
+              f"point-in-polygon step / shapely: {locate_s / shp_s:.1f}x; "
               f"SQL join / shapely: {sql_s / shp_s:.1f}x")
         owner.dispose()
         if app is not None:

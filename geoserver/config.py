@@ -75,6 +75,38 @@ class SecuritySettings(BaseSettings):
         return self
 
 
+class SsoSettings(BaseSettings):
+    """Single sign-on providers (an OIDC provider, 浙政钉 免登); each is on when configured.
+
+    Accounts are bound to an external identity by an administrator (``external_subject`` =
+    ``<provider>:<subject>``); unknown identities are refused, never created.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GRIDGOV_SSO_", extra="ignore")
+
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: OIDC authorization-code exchange: the token and userinfo endpoints and the client.
+    oidc_token_url: str | None = None
+    oidc_userinfo_url: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_redirect_uri: str | None = None
+    oidc_subject_claim: str = "sub"
+    oidc_username_claim: str = "preferred_username"
+    oidc_name_claim: str = "name"
+    #: 浙政钉 open-platform gateway (https://openplatform-pro.ding.zj.gov.cn in production).
+    zzd_base_url: str | None = None
+    zzd_app_key: str | None = None
+    zzd_app_secret: str | None = None
+    #: In-app 免登 (auth code from the JSAPI); scan login uses /rpc/oauth2/getuserinfo_bycode.json
+    #: with the parameter ``code``.
+    zzd_user_path: str = "/rpc/oauth2/dingtalk_app_user.json"
+    zzd_code_param: str = "auth_code"
+    #: The gateway's signature headers name the calling server's address.
+    zzd_client_ip: str = "127.0.0.1"
+    zzd_client_mac: str = "00:00:00:00:00:00"
+
+
 class Settings(BaseSettings):
     """All settings, grouped by concern; pass this into factories."""
 
@@ -83,3 +115,4 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    sso: SsoSettings = Field(default_factory=SsoSettings)

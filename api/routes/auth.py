@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import (
@@ -14,11 +15,13 @@ from api.deps import (
     AuditContextDep,
     CredentialDep,
     CurrentUser,
+    OptionalUser,
     SessionDep,
     SettingsDep,
 )
 from api.errors import problem
-from geoserver.services import auth
+from geoserver.errors import NotFound
+from geoserver.services import auth, sso
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -54,6 +57,18 @@ def _me(user: auth.Principal) -> Me:
               grid_codes=list(user.grid_codes))
 
 
+def _session_cookies(response: Response, result: auth.LoginResult,
+                     settings: SettingsDep) -> LoginOut:
+    """Set the session cookie (HttpOnly) and the CSRF cookie of a new session."""
+    secure = settings.security.cookie_secure
+    max_age = settings.security.session_absolute_hours * 3600
+    response.set_cookie(SESSION_COOKIE, result.session_token, httponly=True, secure=secure,
+                        samesite="lax", max_age=max_age, path="/")
+    response.set_cookie(CSRF_COOKIE, result.csrf_token, httponly=False, secure=secure,
+                        samesite="lax", max_age=max_age, path="/")
+    return LoginOut(csrf_token=result.csrf_token, expires_at=result.expires_at)
+
+
 @router.post("/login", response_model=LoginOut, responses={401: {}, 429: {}})
 def login(body: LoginIn, response: Response, session: AnonSessionDep, settings: SettingsDep,
           context: AuditContextDep) -> LoginOut | Response:
@@ -67,13 +82,40 @@ def login(body: LoginIn, response: Response, session: AnonSessionDep, settings: 
                            headers={"Retry-After": str(result.retry_after)})
         return problem(401, "wrong username or password",
                        headers={"WWW-Authenticate": "Bearer"})
-    secure = settings.security.cookie_secure
-    max_age = settings.security.session_absolute_hours * 3600
-    response.set_cookie(SESSION_COOKIE, result.session_token, httponly=True, secure=secure,
-                        samesite="lax", max_age=max_age, path="/")
-    response.set_cookie(CSRF_COOKIE, result.csrf_token, httponly=False, secure=secure,
-                        samesite="lax", max_age=max_age, path="/")
-    return LoginOut(csrf_token=result.csrf_token, expires_at=result.expires_at)
+    return _session_cookies(response, result, settings)
+
+
+def get_sso_providers(request: Request, settings: SettingsDep) -> dict[str, sso.AuthProvider]:
+    """Return the configured sign-on providers (built once per app; they cache app tokens)."""
+    providers = getattr(request.app.state, "sso_providers", None)
+    if providers is None:
+        providers = request.app.state.sso_providers = sso.providers_from_settings(settings.sso)
+    return providers  # type: ignore[no-any-return]
+
+
+SsoProvidersDep = Annotated[dict[str, sso.AuthProvider], Depends(get_sso_providers)]
+
+
+class SsoIn(BaseModel):
+    """The one-time code the identity server (OIDC, 浙政钉 免登) gave the browser."""
+
+    code: str = Field(min_length=1, max_length=512)
+
+
+@router.post("/sso/{provider}", response_model=LoginOut, responses={401: {}, 404: {}})
+def sso_login(provider: str, body: SsoIn, response: Response, session: AnonSessionDep,
+              settings: SettingsDep, providers: SsoProvidersDep,
+              context: AuditContextDep) -> LoginOut | Response:
+    """Single sign-on: exchange the code; the bound account gets a session like a login."""
+    chosen = providers.get(provider)
+    if chosen is None:
+        raise NotFound(f"no single sign-on provider {provider!r} is configured")
+    result = sso.sso_login(session, provider=chosen, code=body.code,
+                           settings=settings.security, context=context)
+    if isinstance(result, auth.LoginFailure):
+        # Unknown identities get no account and no hint whether the code or the binding failed.
+        return problem(401, "single sign-on failed", headers={"WWW-Authenticate": "Bearer"})
+    return _session_cookies(response, result, settings)
 
 
 @router.post("/logout", status_code=204)
@@ -155,3 +197,11 @@ def revoke_token(token_id: int, user: CurrentUser, session: SessionDep,
     """Revoke one of your tokens at once."""
     auth.revoke_api_token(session, actor=user, token_id=token_id, context=context)
     return Response(status_code=204)
+
+
+@router.get("/session", summary="Whether a session is open (200 either way)")
+def current_session(user: OptionalUser) -> dict[str, object]:
+    """Return ``{"authenticated": false}`` or the current user; pages probe with this first."""
+    if user is None:
+        return {"authenticated": False}
+    return {"authenticated": True, **_me(user).model_dump()}

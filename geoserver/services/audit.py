@@ -4,6 +4,7 @@ unmasked reads. Rows are written in the caller's transaction; the table is appen
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geoserver.domain.principal import Principal
-from geoserver.errors import PermissionDenied
+from geoserver.errors import InvalidInput, PermissionDenied
+
+_ACTION = re.compile(r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$")
 
 
 @dataclass(frozen=True)
@@ -72,21 +75,37 @@ def query_audit(
     until: Any = None,
     limit: int = 100,
     before_id: int | None = None,
+    object_kind: str | None = None,
+    object_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Read the audit log, newest first; only the audit administrator may."""
+    """Read the audit log, newest first; only the audit administrator may.
+
+    ``action`` is an exact action (``user.update``) or a family (``permission.*``);
+    ``user_id`` the acting account; ``before_id`` the keyset cursor (the last id seen).
+    """
     if not actor.can("audit.read"):
         raise PermissionDenied("the audit log is for the audit administrator")
+    prefix = None
+    if action is not None:
+        if not _ACTION.fullmatch(action):
+            raise InvalidInput("action is a name like user.update or a family like permission.*",
+                               field="action")
+        if action.endswith(".*"):
+            prefix, action = action[:-1], None
     rows = session.execute(
         text(
             "SELECT id, at, actor_user_id, actor_username, action, object_kind, object_id, "
             "before, after, detail, host(ip) AS ip, user_agent, request_id, success "
             "FROM audit_log WHERE (CAST(:a AS text) IS NULL OR action = :a) "
+            "AND (CAST(:p AS text) IS NULL OR starts_with(action, :p)) "
             "AND (CAST(:u AS bigint) IS NULL OR actor_user_id = :u) "
+            "AND (CAST(:k AS text) IS NULL OR object_kind = :k) "
+            "AND (CAST(:o AS text) IS NULL OR object_id = :o) "
             "AND (CAST(:s AS timestamptz) IS NULL OR at >= :s) "
             "AND (CAST(:t AS timestamptz) IS NULL OR at < :t) "
             "AND (CAST(:b AS bigint) IS NULL OR id < :b) ORDER BY id DESC LIMIT :l"
         ),
-        {"a": action, "u": user_id, "s": since, "t": until, "b": before_id,
-         "l": max(1, min(limit, 1000))},
+        {"a": action, "p": prefix, "u": user_id, "k": object_kind, "o": object_id, "s": since,
+         "t": until, "b": before_id, "l": max(1, min(limit, 1000))},
     ).mappings().all()
     return [dict(r) for r in rows]

@@ -26,6 +26,7 @@ from geoserver.security.passwords import (
     verify_password,
 )
 from geoserver.services.audit import AuditContext, audit
+from geoserver.services.roles import guard_target
 
 SPECIAL_PREFIX = "special."
 # Verifying against a real hash even for unknown users keeps response times alike, so timing
@@ -191,23 +192,32 @@ def revoke_all_sessions(session: Session, *, actor: Principal, user_id: int,
     """Revoke every session and token of a user (themselves, or one an admin manages)."""
     if user_id != actor.user_id:
         _load_managed_user(session, actor=actor, user_id=user_id)
-    n = len(session.execute(text("UPDATE web_session SET revoked_at = now() WHERE user_id = :u "
-                                 "AND revoked_at IS NULL RETURNING id"), {"u": user_id}).all())
-    n += len(session.execute(text("UPDATE api_token SET revoked_at = now() WHERE user_id = :u "
-                                  "AND revoked_at IS NULL RETURNING id"), {"u": user_id}).all())
+    sessions = len(session.execute(text("UPDATE web_session SET revoked_at = now() "
+                                        "WHERE user_id = :u AND revoked_at IS NULL RETURNING id"),
+                                   {"u": user_id}).all())
+    tokens = len(session.execute(text("UPDATE api_token SET revoked_at = now() WHERE user_id = :u "
+                                      "AND revoked_at IS NULL RETURNING id"),
+                                 {"u": user_id}).all())
     audit(session, actor=actor, action="user.revoke_sessions", object_kind="user",
-          object_id=str(user_id), context=context, detail={"revoked": n})
-    return int(n)
+          object_id=str(user_id), context=context, detail={"revoked": sessions + tokens},
+          before={"active_sessions": sessions, "active_tokens": tokens},
+          after={"active_sessions": 0, "active_tokens": 0})
+    return sessions + tokens
 
 
 def _load_managed_user(session: Session, *, actor: Principal, user_id: int) -> Any:
-    """Load a user the actor may manage (inside their scope via RLS), else NotFound."""
+    """Load a user the actor may manage (inside their scope via RLS), else NotFound.
+
+    The actor's own account and accounts of another administrator duty are refused
+    (三员分立: a password reset would hand over that duty).
+    """
     if not actor.can("user.admin"):
         raise PermissionDenied("managing accounts needs the system administrator role")
-    row = session.execute(text("SELECT id, username, path FROM app_user WHERE id = :u"),
-                          {"u": user_id}).first()
+    row = session.execute(text("SELECT id, username, path, must_change_password FROM app_user "
+                               "WHERE id = :u"), {"u": user_id}).first()
     if row is None:
         raise NotFound(f"no user {user_id}")
+    guard_target(session, actor, user_id)
     return row
 
 
@@ -232,10 +242,14 @@ def reset_password(session: Session, *, actor: Principal, user_id: int,
     temporary = secrets.token_urlsafe(9) + "Aa1!"
     _set_password(session, user_id=user_id, username=row.username, password=temporary,
                   must_change=True)
-    session.execute(text("UPDATE web_session SET revoked_at = now() WHERE user_id = :u "
-                         "AND revoked_at IS NULL"), {"u": user_id})
+    ended = len(session.execute(text("UPDATE web_session SET revoked_at = now() "
+                                     "WHERE user_id = :u AND revoked_at IS NULL RETURNING id"),
+                                {"u": user_id}).all())
+    # The password itself never reaches the log: only that it must be changed at next login.
     audit(session, actor=actor, action="user.password_reset", object_kind="user",
-          object_id=str(user_id), context=context)
+          object_id=str(user_id), context=context,
+          before={"must_change_password": row.must_change_password, "active_sessions": ended},
+          after={"must_change_password": True, "active_sessions": 0})
     return temporary
 
 

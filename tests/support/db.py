@@ -42,6 +42,8 @@ def test_data_dir() -> Path:
 class TestCluster:
     """A running cluster for tests."""
 
+    __test__ = False  # not a test class, despite the name
+
     cluster: EmbeddedCluster
     info: ClusterInfo
 

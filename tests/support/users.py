@@ -19,6 +19,8 @@ PASSWORD = "Wenzhou-grid-2026!"
 class TestUser:
     """A user with a password and a bearer token."""
 
+    __test__ = False  # not a test class, despite the name
+
     id: int
     username: str
     password: str
