@@ -1,0 +1,35 @@
+"""Property-based API checks with schemathesis (its CLI) against the app's own OpenAPI,
+authenticated: no 5xx, and responses that match their schemas. Bounded so it runs in CI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from geoserver.database.bootstrap import APP_ROLE
+from geoserver.database.engine import sqlalchemy_url
+from tests.support.users import make_user
+
+ST = Path(sys.executable).parent / "st"
+#: Logging out or revoking every session would revoke the very token the run uses.
+EXCLUDED = r"^/api/v1/auth/(logout|sessions/revoke-all|tokens/\{token_id\})$"
+
+
+def test_api_never_5xx_and_matches_schema(pg, module_db, live_server, tmp_path) -> None:
+    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    user = make_user(engine, "fuzzer", roles=["township_commander"], scope=["330302006"])
+    engine.dispose()
+    result = subprocess.run(
+        [str(ST), "run", f"{live_server}/openapi.json",
+         "-H", f"Authorization: Bearer {user.token}",
+         "--checks", "not_a_server_error,response_schema_conformance",
+         "--max-examples", "12", "--phases", "examples,coverage,fuzzing", "--seed", "2026",
+         "--exclude-path-regex", EXCLUDED, "--request-timeout", "30",
+         "--suppress-health-check", "all", "--workers", "2"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    tail = "\n".join(result.stdout.splitlines()[-60:])
+    assert result.returncode == 0, tail
