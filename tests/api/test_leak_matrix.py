@@ -1,0 +1,121 @@
+"""The leak matrix: a user of township A asks for township B's objects every way the API
+offers — by id, list, bbox, search text, tile, export, OGC items — and gets nothing. A grid
+worker sees only their grid. The same holds in the database as the app role with a scope."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import mapbox_vector_tile
+import psycopg2
+import pytest
+from sqlalchemy import create_engine
+
+from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
+from geoserver.database.engine import scope_literal, sqlalchemy_url
+from tests.support.users import make_user
+from tiles.tilemath import tile_of
+
+A, B = "330302006", "330302025"  # 五马街道, 南汇街道
+
+
+@pytest.fixture(scope="module")
+def world(pg, module_db):
+    conn = psycopg2.connect(pg.url(OWNER_ROLE, module_db))
+    with conn.cursor() as cur:
+        cur.execute("SELECT code, path::text, ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), "
+                    "ST_YMax(geom), name FROM region WHERE valid_to IS NULL AND level = 'grid' "
+                    "AND grid_type <> 'dedicated' AND parent_code LIKE %s ORDER BY code LIMIT 1",
+                    (B + "%",))
+        b_grid = cur.fetchone()
+        cur.execute("SELECT code, path::text FROM region WHERE valid_to IS NULL AND level = 'grid' "
+                    "AND grid_type <> 'dedicated' AND parent_code LIKE %s ORDER BY code LIMIT 2",
+                    (A + "%",))
+        a_grids = cur.fetchall()
+        cur.execute("SELECT name FROM region WHERE code = %s", (B,))
+        b_name = cur.fetchone()[0]
+    conn.close()
+    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    user_a = make_user(engine, "leak_a", roles=["township_commander"], scope=[A])
+    worker = make_user(engine, "leak_worker", roles=["grid_worker"], scope=[a_grids[0][0]],
+                       positions=[("grid_worker", a_grids[0][0])])
+    engine.dispose()
+    return {"b_grid": b_grid, "a_grids": a_grids, "b_name": b_name, "a": user_a,
+            "worker": worker}
+
+
+def test_by_id(http, world) -> None:
+    h = world["a"].headers
+    code = world["b_grid"][0]
+    for path in (f"/api/v1/regions/{code}", f"/api/v1/regions/{code}/info",
+                 f"/api/v1/regions/{B}", f"/ogc/collections/grids/items/{code}"):
+        r = http.get(path, headers=h)
+        assert r.status_code == 404, (path, r.status_code)
+
+
+def test_by_list_bbox_and_text(http, world) -> None:
+    h = world["a"].headers
+    _, _, x0, y0, x1, y1, _ = world["b_grid"]
+    bbox = f"{x0},{y0},{x1},{y1}"
+    items = http.get("/api/v1/regions", params={"bbox": bbox, "limit": 1000}, headers=h).json()
+    assert all(i["path"].split(".")[2] == A for i in items["items"])
+    by_text = http.get("/api/v1/regions", params={"q": world["b_name"]}, headers=h).json()
+    assert by_text["total"] == 0
+    ogc = http.get("/ogc/collections/grids/items", params={"bbox": bbox, "limit": 1000},
+                   headers=h)
+    if ogc.status_code == 200:
+        assert all(str(f["id"]).startswith(A) for f in ogc.json()["features"])
+
+
+def test_by_export(http, world) -> None:
+    r = http.get("/api/v1/grids/export", params={"format": "csv"}, headers=world["a"].headers)
+    body = r.content.decode("utf-8-sig").split("\n", 1)[1]
+    codes = [row["code"] for row in csv.DictReader(io.StringIO(body))]
+    assert codes and not any(c.startswith(B) for c in codes)
+
+
+def test_by_tile(http, world) -> None:
+    _, _, x0, y0, x1, y1, _ = world["b_grid"]
+    x, y = tile_of((x0 + x1) / 2, (y0 + y1) / 2, 15)
+    r = http.get(f"/tiles/regions/15/{x}/{y}.mvt", headers=world["a"].headers)
+    assert r.status_code in (200, 204)
+    if r.status_code == 200 and r.content:
+        decoded = mapbox_vector_tile.decode(r.content)
+        codes = [f["properties"].get("code", "") for layer in decoded.values()
+                 for f in layer["features"]]
+        assert not any(str(c).startswith(B) for c in codes)
+
+
+def test_grid_worker_sees_only_their_grid(http, world) -> None:
+    h = world["worker"].headers
+    mine, other = world["a_grids"][0][0], world["a_grids"][1][0]
+    assert http.get(f"/api/v1/regions/{mine}", headers=h).status_code == 200
+    assert http.get(f"/api/v1/regions/{other}", headers=h).status_code == 404
+    listed = http.get("/api/v1/regions", params={"limit": 1000}, headers=h).json()
+    assert {i["code"] for i in listed["items"]} == {mine}
+
+
+def test_same_in_the_database_as_app_role(pg, module_db, world) -> None:
+    conn = psycopg2.connect(pg.url(APP_ROLE, module_db))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('gridgov.scope', %s, true)",
+                        (scope_literal([f"330300.330302.{A}"]),))
+            tables = ["region", "app_user", "staff_assignment", "org_unit"]
+            # Every table under row-level security that carries a region path.
+            cur.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+                        "AND a.attname = 'path' WHERE c.relrowsecurity AND n.nspname = 'public' "
+                        "AND c.relkind IN ('r', 'p')")
+            tables = sorted({r[0] for r in cur.fetchall()} | set(tables))
+            leaks = {}
+            for table in tables:
+                cur.execute(f'SELECT count(*) FROM "{table}" WHERE path <@ %s::ltree',
+                            (f"330300.330302.{B}",))
+                leaks[table] = cur.fetchone()[0]
+        conn.rollback()
+    finally:
+        conn.close()
+    assert all(n == 0 for n in leaks.values()), leaks
+    assert len(tables) >= 4
