@@ -12,6 +12,23 @@ from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
 EXTENSIONS = ("postgis", "ltree", "pg_trgm", "btree_gist")
+#: Index-support operators marked LEAKPROOF (superuser only). Under row-level security the
+#: planner may use a user's condition in an index scan only when its function is leakproof; the
+#: PostGIS bounding-box operators, the ltree containment operators, LIKE, trigram similarity and
+#: array containment are not marked so by default, which turns every spatial or text filter of
+#: the app role into a sequential scan. None of these raises an error that reveals a row's
+#: value. Exact predicates (ST_Intersects …) stay as they are: GEOS errors can quote coordinates.
+LEAKPROOF_FUNCTIONS = (
+    "geometry_overlaps(geometry, geometry)", "geometry_contains(geometry, geometry)",
+    "geometry_within(geometry, geometry)", "geography_overlaps(geography, geography)",
+    "overlaps_geog(geography, gidx)", "overlaps_2d(geometry, box2df)",
+    "contains_2d(geometry, box2df)", "is_contained_2d(geometry, box2df)",
+    "ltree_isparent(ltree, ltree)", "ltree_risparent(ltree, ltree)",
+    "_ltree_isparent(ltree[], ltree)", "_ltree_r_isparent(ltree, ltree[])",
+    "_ltree_risparent(ltree[], ltree)", "_ltree_r_risparent(ltree, ltree[])",
+    "textlike(text, text)", "similarity_op(text, text)",
+    "arraycontains(anyarray, anyarray)", "arrayoverlap(anyarray, anyarray)",
+)
 #: Role names are fixed: migrations grant to them by name.
 OWNER_ROLE = "gridgov_owner"
 APP_ROLE = "gridgov_app"
@@ -67,6 +84,10 @@ def prepare_database(superuser_dsn: str, *, database: str, owner_role: str, app_
             for ext in EXTENSIONS:
                 create_ext = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}")
                 cur.execute(create_ext.format(sql.Identifier(ext)))
+            for fn in LEAKPROOF_FUNCTIONS:
+                cur.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,))
+                if cur.fetchone()[0]:
+                    cur.execute(sql.SQL("ALTER FUNCTION {} LEAKPROOF").format(sql.SQL(fn)))
             cur.execute(
                 sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
                     sql.Identifier(database), sql.Identifier(app_role)

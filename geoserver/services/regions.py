@@ -4,6 +4,7 @@ and "what's here" at a point. Everything runs under the caller's scope (RLS)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -370,6 +371,8 @@ def what_is_here(session: Session, *, actor: Principal, lon: float, lat: float, 
         raise InvalidInput("radius_m must be in (0, 2000]", field="radius_m")
     x, y = to_storage(lon, lat, in_crs)
     pt = {"x": float(x), "y": float(y)}
+    near = {"dx": radius_m / (111_320 * math.cos(math.radians(float(y)))) * 1.01,
+            "dy": radius_m / 110_540 * 1.01}
     regions = session.execute(text(
         "SELECT code, name, level::text AS level, grid_type::text AS grid_type FROM region "
         "WHERE valid_to IS NULL AND geom && ST_SetSRID(ST_Point(:x, :y), 4490) "
@@ -385,32 +388,35 @@ def what_is_here(session: Session, *, actor: Principal, lon: float, lat: float, 
     for key, sql in _NEARBY.items():
         table = key.split(":")[0]
         if _table_exists(session, table):
-            rows = session.execute(text(sql), {**pt, "r": radius_m}).mappings().all()
+            rows = session.execute(text(sql), {**pt, **near, "r": radius_m}).mappings().all()
             out[key.split(":")[1]] = [dict(r) for r in rows]
     return out
 
 
 _POINT = "ST_SetSRID(ST_Point(:x, :y), 4490)"
+# A bounding-box prefilter in degrees (:dx, :dy from the radius) lets the GiST index on geom
+# work; the exact distance is then measured on the spheroid.
+_NEAR = f"geom && ST_Expand({_POINT}, :dx, :dy) AND "
 _NEARBY = {
     "building:buildings": (
         "SELECT id, code, name, category::text AS category, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1) AS distance_m "
-        f"FROM building WHERE ST_DWithin(geom::geography, {_POINT}::geography, :r) "
+        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
+        f"FROM building WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
         "ORDER BY distance_m LIMIT 10"),
     "standard_address:addresses": (
         "SELECT id, full_text, level::text AS level, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1) AS distance_m "
-        f"FROM standard_address WHERE ST_DWithin(geom::geography, {_POINT}::geography, :r) "
+        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
+        f"FROM standard_address WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
         "ORDER BY distance_m LIMIT 10"),
     "key_place:places": (
         "SELECT id, name, category::text AS category, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1) AS distance_m "
-        f"FROM key_place WHERE ST_DWithin(geom::geography, {_POINT}::geography, :r) "
+        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
+        f"FROM key_place WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
         "ORDER BY distance_m LIMIT 20"),
     "city_component:components": (
         "SELECT id, code, category::text AS category, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1) AS distance_m "
-        f"FROM city_component WHERE ST_DWithin(geom::geography, {_POINT}::geography, :r) "
+        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
+        f"FROM city_component WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
         "ORDER BY distance_m LIMIT 20"),
 }
 

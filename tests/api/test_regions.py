@@ -174,6 +174,7 @@ def test_what_is_here(http, commander) -> None:
     assert here["grid"]["code"] == grid["code"]
     # The chain stops at the top of the caller's jurisdiction: ancestors outside it are hidden.
     assert [r["level"] for r in here["regions"]][:3] == ["township", "village", "grid"]
+    assert isinstance(here["buildings"], list) and isinstance(here["places"], list)
     missing = http.get("/api/v1/here", params={"lon": p.x, "lat": p.y},
                        headers=commander.headers)
     assert missing.status_code == 422

@@ -109,3 +109,15 @@ def test_scope_literal_rejects_injection() -> None:
     with pytest.raises(ValueError):
         scope_literal(["330300; DROP TABLE x"])
     assert scope_literal(["330300.330302", ""]) == '{"330300.330302",""}'
+
+
+def test_app_role_bbox_and_path_filters_use_indexes(demo) -> None:
+    """Under RLS only leakproof operators may drive an index scan: bootstrap marks them."""
+    demo.execute(text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(demo.execute(text(
+        "EXPLAIN SELECT count(*) FROM region WHERE "
+        "geom && ST_MakeEnvelope(120.6, 28.0, 120.61, 28.01, 4490)")).scalars())
+    assert "Index" in plan and "Seq Scan" not in plan, plan
+    plan = "\n".join(demo.execute(text(
+        "EXPLAIN SELECT count(*) FROM region WHERE path <@ '330300.330302'::ltree")).scalars())
+    assert "Seq Scan" not in plan, plan

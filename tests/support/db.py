@@ -61,7 +61,11 @@ class TestCluster:
         """Return the template database's name for the current SQL (and demo code)."""
         import hashlib
 
+        from geoserver.database import bootstrap
+
         salt = "".join(TEMPLATE_SALT) if demo else "empty"
+        # bootstrap.py prepares each database (extensions, LEAKPROOF marks): part of the key.
+        salt += hashlib.sha256(Path(bootstrap.__file__).read_bytes()).hexdigest()
         h = hashlib.sha256((migrations.code_hash() + salt).encode())
         return f"gridgov_tpl_{'demo' if demo else 'empty'}_{h.hexdigest()[:12]}"
 
