@@ -16,7 +16,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from api import errors
-from api.routes import auth, health, regions
+from api.routes import auth, health, ogc, regions
 from api.routes import tiles as tile_routes
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(regions.router)
     app.include_router(tile_routes.router)
+    app.include_router(ogc.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")
