@@ -16,7 +16,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from api import errors
-from api.routes import auth, health, ogc, regions
+from api.routes import admin, auth, health, ogc, regions
 from api.routes import tiles as tile_routes
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(admin.router)
     app.include_router(regions.router)
     app.include_router(tile_routes.router)
     app.include_router(ogc.router)

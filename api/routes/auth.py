@@ -99,7 +99,7 @@ SsoProvidersDep = Annotated[dict[str, sso.AuthProvider], Depends(get_sso_provide
 class SsoIn(BaseModel):
     """The one-time code the identity server (OIDC, 浙政钉 免登) gave the browser."""
 
-    code: str = Field(min_length=1, max_length=512)
+    code: str = Field(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")
 
 
 @router.post("/sso/{provider}", response_model=LoginOut, responses={401: {}, 404: {}})

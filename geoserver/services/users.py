@@ -1,9 +1,11 @@
 """Accounts and their roles, scopes and staff assignments (the admin side of access).
 
-Duties are separated (三员分立): the system administrator (``user.admin``) creates accounts and
-grants business roles and scopes inside their own jurisdiction; only the security administrator
-(``role.admin``) grants administrator roles and edits roles; the audit administrator only reads
-the audit log.
+Duties are separated (三员分立, see ``geoserver.services.roles``): the system administrator
+(``user.admin``) creates and edits accounts and staff assignments and grants business roles and
+jurisdictions inside their own; the security administrator (``role.admin``) grants roles
+(administrator roles only they) and jurisdictions and edits role definitions; the audit
+administrator only reads the audit log. Everything runs under the caller's scope: accounts are
+visible by their home region (RLS on ``app_user.path``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
@@ -129,6 +131,7 @@ def create_user(
         raise InvalidInput("; ".join(problems), field="password")
     role_ids = _role_ids(session, actor, roles)
     paths = {c: _region_path(session, actor, c, "scope") for c in scope_codes or [home_region_code]}
+    phone_cols, subject = _phone_columns(phone, crypto), _subject(external_subject)
     try:
         with session.begin_nested():
             uid = session.execute(
@@ -138,7 +141,7 @@ def create_user(
                      ":pm, :x) RETURNING id"),
                 {"u": username, "d": display_name, "h": hash_password(password),
                  "m": generated is not None, "c": home_region_code, "p": home_path,
-                 **_phone_columns(phone, crypto), "x": _subject(external_subject)},
+                 **phone_cols, "x": subject},
             ).scalar_one()
     except IntegrityError as e:
         if "app_user_username" in str(e.orig):
@@ -157,8 +160,7 @@ def create_user(
     audit(session, actor=actor, action="user.create", object_kind="user", object_id=str(uid),
           after={"username": username, "display_name": display_name, "roles": list(roles),
                  "scope": list(paths), "home_region_code": home_region_code,
-                 "phone": _phone_columns(phone, crypto)["pm"],
-                 "external_subject": _subject(external_subject)},
+                 "phone": phone_cols["pm"], "external_subject": subject},
           context=context)
     return NewUser(id=uid, username=username, password=generated)
 
@@ -388,19 +390,27 @@ def get_user(session: Session, *, actor: Principal, user_id: int,
     return user
 
 
+#: Free text never holds NUL (PostgreSQL text cannot): refuse it as invalid input.
+NO_NUL = r"^[^\x00]*$"
+ROLE_NAME = r"^[a-z_]{2,40}$"
+RoleNameItem = Annotated[str, Field(pattern=ROLE_NAME)]
+#: A region code, or ``*`` for the whole tree.
+RegionCodeItem = Annotated[str, Field(max_length=24, pattern=r"^([0-9A-Za-z]+|\*)$")]
+
+
 class UserCreate(BaseModel):
     """A new account (the admin API's body)."""
 
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    display_name: str = Field(min_length=1, max_length=100)
-    home_region_code: str = Field(min_length=1, max_length=24)
-    roles: list[str] = Field(default_factory=list, max_length=20)
-    scope: list[str] = Field(default_factory=list, max_length=100)
-    phone: str | None = Field(default=None, max_length=30)
-    password: str | None = Field(default=None, max_length=200)
-    external_subject: str | None = Field(default=None, max_length=200)
+    display_name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    home_region_code: str = Field(min_length=1, max_length=24, pattern=r"^[0-9A-Za-z*]+$")
+    roles: list[RoleNameItem] = Field(default_factory=list, max_length=20)
+    scope: list[RegionCodeItem] = Field(default_factory=list, max_length=100)
+    phone: str | None = Field(default=None, max_length=30, pattern=NO_NUL)
+    password: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+    external_subject: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
 
 
 class UserUpdate(BaseModel):
@@ -408,12 +418,14 @@ class UserUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="The version you saw (optimistic locking).")
-    display_name: str | None = Field(default=None, min_length=1, max_length=100)
+    version: int = Field(ge=1, le=2**31 - 1,
+                         description="The version you saw (optimistic locking).")
+    display_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=NO_NUL)
     is_active: bool | None = None
-    phone: str | None = Field(default=None, max_length=30)
-    home_region_code: str | None = Field(default=None, min_length=1, max_length=24)
-    external_subject: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=30, pattern=NO_NUL)
+    home_region_code: str | None = Field(default=None, min_length=1, max_length=24,
+                                         pattern=r"^[0-9A-Za-z]+$")
+    external_subject: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
 
 
 _SNAPSHOT = ("display_name", "is_active", "phone_masked", "home_region_code",
