@@ -127,7 +127,7 @@ class ClaimCandidate(Base):
     claim_item_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("claim_item.id", ondelete="CASCADE"), primary_key=True)
     region_code: Mapped[str] = mapped_column(Text, primary_key=True)
-    region_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("region.id"))
+    region_id: Mapped[int] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(LTree())
     overlap_share: Mapped[float | None]
     distance_m: Mapped[float | None]
