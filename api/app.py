@@ -15,8 +15,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
+import geoserver.jobs.patrols  # noqa: F401  (registers the patrol jobs)
 from api import errors
-from api.routes import admin, auth, health, ogc, regions
+from api.routes import admin, auth, health, ogc, patrols, regions
 from api.routes import tiles as tile_routes
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(regions.router)
     app.include_router(tile_routes.router)
     app.include_router(ogc.router)
+    app.include_router(patrols.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")
