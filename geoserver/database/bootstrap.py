@@ -23,6 +23,8 @@ LEAKPROOF_FUNCTIONS = (
     "geometry_within(geometry, geometry)", "geography_overlaps(geography, geography)",
     "overlaps_geog(geography, gidx)", "overlaps_2d(geometry, box2df)",
     "contains_2d(geometry, box2df)", "is_contained_2d(geometry, box2df)",
+    "geometry_distance_centroid(geometry, geometry)", "lt_q_regex(ltree, lquery[])",
+    "ltq_regex(ltree, lquery)",
     "ltree_isparent(ltree, ltree)", "ltree_risparent(ltree, ltree)",
     "_ltree_isparent(ltree[], ltree)", "_ltree_r_isparent(ltree, ltree[])",
     "_ltree_risparent(ltree[], ltree)", "_ltree_r_risparent(ltree, ltree[])",
