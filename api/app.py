@@ -15,9 +15,22 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
+import geoserver.jobs.events  # noqa: F401  (registers the event jobs)
 import geoserver.jobs.patrols  # noqa: F401  (registers the patrol jobs)
 from api import errors
-from api.routes import admin, auth, health, ogc, patrols, regions
+from api.routes import (
+    addresses,
+    admin,
+    auth,
+    claims,
+    event_types,
+    events,
+    health,
+    objects,
+    ogc,
+    patrols,
+    regions,
+)
 from api.routes import tiles as tile_routes
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
@@ -90,13 +103,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
+    # Tiles first: map clients send most of the requests, and routes are matched in order.
+    app.include_router(tile_routes.router)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(regions.router)
-    app.include_router(tile_routes.router)
+    app.include_router(objects.router)
+    app.include_router(addresses.router)
+    app.include_router(claims.router)
     app.include_router(ogc.router)
     app.include_router(patrols.router)
+    app.include_router(events.router)
+    app.include_router(event_types.router)
+    app.include_router(event_types.routing_router)
+    app.include_router(event_types.holiday_router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")

@@ -24,7 +24,7 @@ from geoserver.security.crypto import PersonalDataCrypto
 Progress = Callable[[str, int, int], None]
 
 #: Step modules under geoserver.demo.steps, in order; a missing module is skipped.
-STEPS = ("addresses", "objects", "staff", "tracks")
+STEPS = ("addresses", "objects", "staff", "tracks", "events")
 
 SCALES = ("tiny", "demo", "city")
 
