@@ -24,12 +24,14 @@ from geoserver.database import migrate as migrations
 from geoserver.database.cluster import find_bindir
 from geoserver.database.runtime import DatabaseTarget, check_server, open_database
 from geoserver.errors import GridgovError
+from tiles.cli import app as tiles_app
 
 app = typer.Typer(help="gridgov: GIS-first grassroots governance server.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="The database: embedded cluster, migrations, backups.",
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(tiles_app, name="tiles")
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -276,6 +278,8 @@ def db_restore(file: Annotated[Path, typer.Argument(help="Archive from `db backu
         src = Path(tmp) / "files"
         if src.is_dir():
             shutil.copytree(src, settings.database.data_dir / "files", dirs_exist_ok=True)
+        # Cached tiles describe the data before the restore.
+        shutil.rmtree(settings.database.data_dir / "tile-cache", ignore_errors=True)
     console.print(f"restored {file}")
 
 

@@ -1,0 +1,322 @@
+"""The one registry of vector tile layers.
+
+Each layer is a SQL function ``tiles.<function>(z, x, y, query json) RETURNS bytea`` in
+``sql/postgis/functions/100_tiles_*.sql``, registered here once with its zoom range, the
+properties it emits, its feature limit, the permission needed to read it, the query parameters
+it accepts and the tracked tables whose writes change it (tiles/cache.py keys its versions on
+them). Adding a layer: write the SQL function, call ``tiles.track_changes('<table>')`` in the
+table's migration, and add a ``TileLayer`` to ``BASE_LAYERS`` (or ``REGISTRY.register`` it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from geoserver.errors import InvalidInput
+
+ParamKind = Literal["choices", "codes", "interval", "day"]
+_CODE = re.compile(r"^[a-z][a-z_]{0,39}$")
+_MAX_LIST = 20
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter a layer accepts: a list of choices or codes, a time interval, a day."""
+
+    name: str
+    kind: ParamKind
+    description: str
+    choices: tuple[str, ...] = ()
+
+    def parse(self, raw: str) -> dict[str, Any]:
+        """Return the normalized entries this parameter adds to the query object."""
+        if self.kind in ("choices", "codes"):
+            return {self.name: self._parse_list(raw)}
+        if self.kind == "day":
+            return {self.name: self._parse_day(raw).isoformat()}
+        start, end = self._parse_interval(raw)
+        return {f"{self.name}_from": start, f"{self.name}_to": end}
+
+    def _parse_list(self, raw: str) -> list[str]:
+        values = sorted({v.strip() for v in raw.split(",") if v.strip()})
+        if not values or len(values) > _MAX_LIST:
+            raise InvalidInput(f"{self.name}: give 1 to {_MAX_LIST} comma-separated values",
+                               field=self.name)
+        for v in values:
+            bad = v not in self.choices if self.kind == "choices" else not _CODE.match(v)
+            if bad:
+                hint = f" (one of {', '.join(self.choices)})" if self.choices else ""
+                raise InvalidInput(f"{self.name}: {v!r} is not allowed{hint}", field=self.name)
+        return values
+
+    def _parse_day(self, raw: str) -> date:
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise InvalidInput(f"{self.name}: expected a date YYYY-MM-DD",
+                               field=self.name) from None
+
+    def _parse_interval(self, raw: str) -> tuple[str | None, str | None]:
+        # OGC API style: "start/end", either side ".." (or empty) for open.
+        parts = raw.split("/")
+        if len(parts) != 2:
+            raise InvalidInput(f"{self.name}: expected start/end (ISO 8601, '..' for open)",
+                               field=self.name)
+        out: list[str | None] = []
+        for p in parts:
+            p = p.strip()
+            if p in ("", ".."):
+                out.append(None)
+                continue
+            try:
+                moment = datetime.fromisoformat(p.replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidInput(f"{self.name}: {p!r} is not an ISO 8601 time",
+                                   field=self.name) from None
+            if moment.tzinfo is None:
+                raise InvalidInput(f"{self.name}: give a time zone (e.g. +08:00)",
+                                   field=self.name)
+            out.append(moment.isoformat())
+        if out[0] and out[1] and out[0] > out[1]:
+            raise InvalidInput(f"{self.name}: the start is after the end", field=self.name)
+        return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class VectorLayer:
+    """A layer inside the tile (a tile function may emit several), for TileJSON."""
+
+    id: str
+    fields: Mapping[str, str]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TileLayer:
+    """A registered tile layer."""
+
+    name: str
+    title: str
+    description: str
+    permission: str
+    #: Tracked tables whose writes change this layer's tiles.
+    tables: tuple[str, ...]
+    minzoom: int
+    maxzoom: int
+    #: Most features per tile (passed to the SQL function as ``query.limit``).
+    limit: int
+    vector_layers: tuple[VectorLayer, ...]
+    params: tuple[Param, ...] = ()
+    #: A shared base layer: ``gridgov tiles seed`` pre-renders it and the disk cache keeps it.
+    public: bool = False
+    #: MapLibre style layers (without ``source``); ``_rank`` orders them in style.json.
+    style: tuple[Mapping[str, Any], ...] = ()
+    function: str = ""
+    #: For tiles whose content changes with time alone (an SLA colour turning amber): cached
+    #: tiles expire at the next multiple of this many seconds, writes or not.
+    max_age: int | None = None
+
+    @property
+    def sql_function(self) -> str:
+        """Return the name of the SQL function in schema ``tiles``."""
+        return self.function or self.name
+
+    def parse_query(self, raw: Mapping[str, str]) -> str:
+        """Validate request parameters; return the normalized query object as canonical JSON."""
+        known = {p.name: p for p in self.params}
+        query: dict[str, Any] = {}
+        for key, value in raw.items():
+            param = known.get(key)
+            if param is None:
+                allowed = ", ".join(known) or "none"
+                raise InvalidInput(f"unknown parameter {key!r} for layer {self.name} "
+                                   f"(allowed: {allowed})", field=key)
+            query.update(param.parse(value))
+        return json.dumps(query, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def sql_query(self, query: str) -> str:
+        """Return the query object for the SQL function: the request's plus the feature limit."""
+        return json.dumps(json.loads(query) | {"limit": self.limit}, sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class Registry:
+    """Tile layers by name."""
+
+    layers: dict[str, TileLayer] = field(default_factory=dict)
+
+    def register(self, layer: TileLayer) -> TileLayer:
+        """Add a layer; a name is registered once."""
+        if layer.name in self.layers:
+            raise ValueError(f"tile layer {layer.name!r} is already registered")
+        if not re.match(r"^[a-z][a-z0-9_]{0,40}$", layer.sql_function):
+            raise ValueError(f"bad tile function name {layer.sql_function!r}")
+        if not 0 <= layer.minzoom <= layer.maxzoom <= 22:
+            raise ValueError(f"bad zoom range for {layer.name}")
+        self.layers[layer.name] = layer
+        return layer
+
+    def get(self, name: str) -> TileLayer | None:
+        """Return the layer called ``name``, or None."""
+        return self.layers.get(name)
+
+    def __iter__(self) -> Iterator[TileLayer]:
+        return iter(self.layers.values())
+
+
+# --- the base layers ------------------------------------------------------------------------
+
+_LEVELS = ("city", "county", "township", "village", "grid", "micro_grid")
+_BUILDING_CATEGORIES = ("residential", "commercial", "office", "industrial", "public", "other")
+
+_REGION_FIELDS = {
+    "code": "区划代码 (statistical code; grids extend their village's code)",
+    "name": "名称",
+    "level": "city | county | township | village | grid | micro_grid",
+    "grid_type": "grids only: general 一般 | key 重点 | dedicated 专属",
+}
+
+_LEVEL_LINE = ["match", ["get", "level"], "city", 3.0, "county", 2.5, "township", 2.0,
+               "village", 1.2, 0.8]
+_LEVEL_COLOUR = ["match", ["get", "level"], "city", "#5b2a86", "county", "#7b3294",
+                 "township", "#c2185b", "village", "#1565c0", "#2e7d32"]
+
+REGIONS = TileLayer(
+    name="regions",
+    title="区划网格",
+    description="Region outlines and label points, by level: counties at low zoom down to "
+                "grids and micro-grids at high zoom. Outlines are pre-simplified per zoom band.",
+    permission="region.read",
+    tables=("region",),
+    minzoom=0,
+    maxzoom=18,
+    limit=5000,
+    vector_layers=(
+        VectorLayer("regions", _REGION_FIELDS, "outlines (polygons)"),
+        VectorLayer("region_labels", {k: _REGION_FIELDS[k] for k in ("code", "name", "level")},
+                    "label points (inside each region)"),
+    ),
+    params=(Param("level", "choices", "levels to draw (default: those drawn at the zoom); "
+                  "levels finer than the zoom allows are left out", _LEVELS),),
+    public=True,
+    style=(
+        {"_rank": 20, "id": "regions-fill", "type": "fill", "source-layer": "regions",
+         "filter": ["in", ["get", "level"], ["literal", ["grid", "micro_grid"]]],
+         "paint": {"fill-color": ["match", ["get", "grid_type"], "key", "#ff9800",
+                                  "dedicated", "#8e24aa", "#4caf50"],
+                   "fill-opacity": 0.08}},
+        {"_rank": 30, "id": "regions-line", "type": "line", "source-layer": "regions",
+         "paint": {"line-color": _LEVEL_COLOUR, "line-width": _LEVEL_LINE}},
+        {"_rank": 50, "id": "region-labels", "type": "symbol", "source-layer": "region_labels",
+         "layout": {"text-field": ["get", "name"], "text-size": 12},
+         "paint": {"text-color": "#333333", "text-halo-color": "#ffffff",
+                   "text-halo-width": 1.2}},
+    ),
+)
+
+BUILDINGS = TileLayer(
+    name="buildings",
+    title="建筑物",
+    description="Building footprints.",
+    permission="building.read",
+    tables=("building",),
+    minzoom=12,
+    maxzoom=18,
+    limit=10000,
+    vector_layers=(VectorLayer("buildings", {
+        "code": "建筑物编码", "name": "名称",
+        "category": " | ".join(_BUILDING_CATEGORIES), "floors": "层数"}),),
+    params=(Param("category", "choices", "building categories", _BUILDING_CATEGORIES),),
+    public=True,
+    style=(
+        {"_rank": 21, "id": "buildings-fill", "type": "fill", "source-layer": "buildings",
+         "paint": {"fill-color": ["match", ["get", "category"], "residential", "#d7ccc8",
+                                  "commercial", "#ffcc80", "office", "#b3e5fc",
+                                  "industrial", "#cfd8dc", "public", "#c5e1a5", "#e0e0e0"],
+                   "fill-outline-color": "#9e9e9e", "fill-opacity": 0.9}},
+    ),
+)
+
+KEY_PLACES = TileLayer(
+    name="key_places",
+    title="重点场所",
+    description="Key places: points or premises outlines, with their risk level.",
+    permission="place.read",
+    tables=("key_place",),
+    minzoom=12,
+    maxzoom=18,
+    limit=10000,
+    vector_layers=(VectorLayer("key_places", {
+        "name": "名称", "category": "场所类别", "risk_level": "low | medium | high"}),),
+    params=(Param("category", "codes", "place categories"),
+            Param("risk_level", "choices", "risk levels", ("low", "medium", "high"))),
+    public=True,
+    style=(
+        {"_rank": 22, "id": "key-places-fill", "type": "fill", "source-layer": "key_places",
+         "filter": ["==", ["geometry-type"], "Polygon"],
+         "paint": {"fill-color": "#e53935", "fill-opacity": 0.15}},
+        {"_rank": 40, "id": "key-places-point", "type": "circle", "source-layer": "key_places",
+         "filter": ["==", ["geometry-type"], "Point"],
+         "paint": {"circle-radius": 5, "circle-stroke-color": "#ffffff", "circle-stroke-width": 1,
+                   "circle-color": ["match", ["get", "risk_level"], "high", "#d32f2f",
+                                    "medium", "#f57c00", "#fbc02d"]}},
+    ),
+)
+
+CITY_COMPONENTS = TileLayer(
+    name="city_components",
+    title="城市部件",
+    description="City components (manholes, lamps, hydrants …) with their status.",
+    permission="place.read",
+    tables=("city_component",),
+    minzoom=15,
+    maxzoom=18,
+    limit=10000,
+    vector_layers=(VectorLayer("city_components", {
+        "code": "部件编码", "category": "部件类别", "status": "intact | damaged | missing"}),),
+    params=(Param("category", "codes", "component categories"),
+            Param("status", "choices", "statuses", ("intact", "damaged", "missing"))),
+    public=True,
+    style=(
+        {"_rank": 41, "id": "city-components", "type": "circle", "source-layer": "city_components",
+         "paint": {"circle-radius": 3,
+                   "circle-color": ["match", ["get", "status"], "damaged", "#f57c00",
+                                    "missing", "#d32f2f", "#607d8b"]}},
+    ),
+)
+
+HEAT_BUILDINGS = TileLayer(
+    name="heat_buildings",
+    title="建筑密度",
+    description="Building counts on H3 hexagons (r7 to z10, r8 to z12, r9 beyond), from the "
+                "cell ids stored when buildings are written. A hexagon whose outline is not "
+                "known yet is drawn as a point at its members' centre.",
+    permission="building.read",
+    tables=("building", "h3_cell"),
+    minzoom=7,
+    maxzoom=16,
+    limit=20000,
+    vector_layers=(VectorLayer("heat_buildings", {
+        "h3": "H3 cell id (hex)", "res": "H3 resolution", "count": "buildings in the cell"}),),
+    params=(Param("category", "choices", "building categories", _BUILDING_CATEGORIES),),
+    style=(
+        {"_rank": 10, "id": "heat-buildings", "type": "fill", "source-layer": "heat_buildings",
+         "layout": {"visibility": "none"},
+         "filter": ["==", ["geometry-type"], "Polygon"],
+         "paint": {"fill-color": ["interpolate", ["linear"], ["get", "count"],
+                                  1, "#fff5eb", 20, "#fd8d3c", 100, "#d94801", 400, "#7f2704"],
+                   "fill-opacity": 0.55}},
+    ),
+)
+
+BASE_LAYERS = (REGIONS, BUILDINGS, KEY_PLACES, CITY_COMPONENTS, HEAT_BUILDINGS)
+
+REGISTRY = Registry()
+for _layer in BASE_LAYERS:
+    REGISTRY.register(_layer)
