@@ -10,13 +10,14 @@ unit and no grid (an administrator, the system) sees every event of the queue's 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from geoserver.config import GOVERNANCE_TZ
 from geoserver.domain.events import QUEUE_STATES, EventSource, EventState, Queue
 from geoserver.domain.principal import Principal
 from geoserver.errors import InvalidInput, PermissionDenied
@@ -40,6 +41,17 @@ class EventFilter(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     q: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        # PostgreSQL refuses offsets beyond ±15:59 that Python accepts: send UTC; a time
+        # without a zone is Shanghai's.
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=GOVERNANCE_TZ)
+        return value.astimezone(UTC)
 
 
 class EventPage(BaseModel):

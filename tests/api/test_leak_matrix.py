@@ -12,8 +12,10 @@ import psycopg2
 import pytest
 from sqlalchemy import create_engine
 
+from geoserver.config import SecuritySettings
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
 from geoserver.database.engine import scope_literal, sqlalchemy_url
+from geoserver.security.crypto import crypto_from_settings
 from tests.support.users import make_user
 from tiles.tilemath import tile_of
 
@@ -119,3 +121,84 @@ def test_same_in_the_database_as_app_role(pg, module_db, world) -> None:
         conn.close()
     assert all(n == 0 for n in leaks.values()), leaks
     assert len(tables) >= 4
+
+
+# --- base data, standard addresses and geocoding -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def theirs(pg, module_db):
+    """Township B's building, person (with its clear ID number), key place and address."""
+    b_path = f"330300.330302.{B}"
+    crypto = crypto_from_settings(SecuritySettings())
+    conn = psycopg2.connect(pg.url(OWNER_ROLE, module_db))
+    with conn.cursor() as cur:
+        cur.execute("SELECT id, code, ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), "
+                    "ST_YMax(geom) FROM building WHERE path <@ %s::ltree ORDER BY id LIMIT 1",
+                    (b_path,))
+        building = cur.fetchone()
+        cur.execute("SELECT id, name, document_number_enc FROM person WHERE path <@ %s::ltree "
+                    "AND document_number_enc IS NOT NULL AND special_category IS NULL "
+                    "ORDER BY id LIMIT 1", (b_path,))
+        person = cur.fetchone()
+        cur.execute("SELECT id, name FROM key_place WHERE path <@ %s::ltree ORDER BY id LIMIT 1",
+                    (b_path,))
+        place = cur.fetchone()
+        cur.execute("SELECT code, full_text FROM standard_address WHERE township_code = %s "
+                    "AND level = 'unit' ORDER BY id LIMIT 1", (B,))
+        address = cur.fetchone()
+    conn.close()
+    number = crypto.decrypt(bytes(person[2]), context="person.document_number")
+    return {"path": b_path, "building": building, "person": (person[0], person[1], number),
+            "place": place, "address": address}
+
+
+def test_base_data_by_id_is_404(http, world, theirs) -> None:
+    h = world["a"].headers
+    for path in (f"/api/v1/buildings/{theirs['building'][0]}",
+                 f"/api/v1/persons/{theirs['person'][0]}",
+                 f"/api/v1/key-places/{theirs['place'][0]}",
+                 f"/api/v1/addresses/{theirs['address'][0]}"):
+        r = http.get(path, headers=h)
+        assert r.status_code == 404, (path, r.status_code)
+    r = http.patch(f"/api/v1/buildings/{theirs['building'][0]}", json={"version": 1},
+                   headers=h)
+    assert r.status_code == 404
+
+
+def test_base_data_by_bbox_text_and_lookup_is_empty(http, world, theirs) -> None:
+    h = world["a"].headers
+    _, _, x0, y0, x1, y1 = theirs["building"]
+    listed = http.get("/api/v1/buildings", params={"bbox": f"{x0},{y0},{x1},{y1}",
+                                                   "limit": 1000}, headers=h).json()["items"]
+    assert all(not b["path"].startswith(theirs["path"]) for b in listed)
+    assert theirs["building"][0] not in {b["id"] for b in listed}
+    for kind, name in (("persons", theirs["person"][1]), ("key-places", theirs["place"][1])):
+        found = http.get(f"/api/v1/{kind}", params={"text": name, "limit": 1000},
+                         headers=h).json()["items"]
+        assert all(not i["path"].startswith(theirs["path"]) for i in found), kind
+    looked = http.post("/api/v1/persons/lookup", headers=h,
+                       json={"document_number": theirs["person"][2]})
+    assert looked.status_code == 200 and looked.json()["items"] == []
+    addresses = http.get("/api/v1/addresses", params={"q": theirs["address"][1]},
+                         headers=h).json()["items"]
+    assert addresses == []
+
+
+def test_base_data_exports_hold_nothing_of_theirs(http, world, theirs) -> None:
+    h = world["a"].headers
+    for kind in ("buildings", "persons", "key-places"):
+        r = http.get(f"/api/v1/{kind}/export", params={"format": "csv"}, headers=h)
+        assert r.status_code == 200, (kind, r.text)
+        rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig").split("\n", 1)[1])))
+        assert rows, kind
+        assert all(not row["path"].startswith(theirs["path"]) for row in rows), kind
+
+
+def test_geocoding_their_address_finds_nothing_of_theirs(http, world, theirs) -> None:
+    code, full_text = theirs["address"]
+    r = http.get("/api/v1/geocode", params={"q": full_text, "limit": 10},
+                 headers=world["a"].headers)
+    assert r.status_code == 200
+    assert all(hit["address"]["township_code"] != B for hit in r.json()["hits"])
+    assert code not in {hit["address"]["code"] for hit in r.json()["hits"]}
