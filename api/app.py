@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 import geoserver.jobs.events  # noqa: F401  (registers the event jobs)
 import geoserver.jobs.patrols  # noqa: F401  (registers the patrol jobs)
+import geoserver.jobs.statistics  # noqa: F401  (registers the statistics jobs)
 from api import errors
 from api.routes import (
     addresses,
@@ -30,6 +31,8 @@ from api.routes import (
     ogc,
     patrols,
     regions,
+    search,
+    statistics,
 )
 from api.routes import tiles as tile_routes
 from geoserver.config import Settings
@@ -118,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(event_types.router)
     app.include_router(event_types.routing_router)
     app.include_router(event_types.holiday_router)
+    app.include_router(search.router)
+    app.include_router(statistics.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -357,9 +357,13 @@ def relocate_rows(session: Session, *, code: str) -> int:
 
 
 def what_is_here(session: Session, *, actor: Principal, lon: float, lat: float, crs: str,
-                 radius_m: float = 50) -> dict[str, Any]:
+                 radius_m: float = 50, kinds: Collection[str] | None = None) -> dict[str, Any]:
     """Return the region chain, grids (dedicated ones too), building, address and places
-    around a point."""
+    around a point.
+
+    ``kinds`` names the tables of _NEARBY to list (default: DEFAULT_NEARBY); the caller checks
+    the read permission of any other kind it asks for (search.nearby does).
+    """
     try:
         in_crs = parse_input_crs(crs)
         check_lonlat(lon, lat, field="lon")
@@ -385,9 +389,10 @@ def what_is_here(session: Session, *, actor: Principal, lon: float, lat: float, 
                       if r.level == "grid" and r.grid_type != "dedicated"), None),
         "dedicated_grids": [dict(r._mapping) for r in regions if r.grid_type == "dedicated"],
     }
+    tables = DEFAULT_NEARBY if kinds is None else tuple(kinds)
     for key, sql in _NEARBY.items():
         table = key.split(":")[0]
-        if _table_exists(session, table):
+        if table in tables and _table_exists(session, table):
             rows = session.execute(text(sql), {**pt, **near, "r": radius_m}).mappings().all()
             out[key.split(":")[1]] = [dict(r) for r in rows]
     return out
@@ -397,27 +402,35 @@ _POINT = "ST_SetSRID(ST_Point(:x, :y), 4490)"
 # A bounding-box prefilter in degrees (:dx, :dy from the radius) lets the GiST index on geom
 # work; the exact distance is then measured on the spheroid.
 _NEAR = f"geom && ST_Expand({_POINT}, :dx, :dy) AND "
+_DISTANCE = (f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 "
+             "AS distance_m, ST_X(ST_PointOnSurface(geom)) AS lon, "
+             "ST_Y(ST_PointOnSurface(geom)) AS lat ")
+_WITHIN = f"{_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r)"
+#: Tables listed by default (what the /here endpoint has always shown).
+DEFAULT_NEARBY = ("building", "standard_address", "key_place", "city_component")
 _NEARBY = {
     "building:buildings": (
-        "SELECT id, code, name, category::text AS category, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
-        f"FROM building WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
-        "ORDER BY distance_m LIMIT 10"),
+        f"SELECT id, code, name, category::text AS category, {_DISTANCE}"
+        f"FROM building WHERE {_WITHIN} ORDER BY distance_m LIMIT 10"),
     "standard_address:addresses": (
-        "SELECT id, full_text, level::text AS level, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
-        f"FROM standard_address WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
-        "ORDER BY distance_m LIMIT 10"),
+        f"SELECT id, code, full_text, level::text AS level, {_DISTANCE}"
+        f"FROM standard_address WHERE {_WITHIN} ORDER BY distance_m LIMIT 10"),
     "key_place:places": (
-        "SELECT id, name, category::text AS category, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
-        f"FROM key_place WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
-        "ORDER BY distance_m LIMIT 20"),
+        f"SELECT id, name, category::text AS category, {_DISTANCE}"
+        f"FROM key_place WHERE {_WITHIN} ORDER BY distance_m LIMIT 20"),
     "city_component:components": (
-        "SELECT id, code, category::text AS category, "
-        f"round(ST_Distance(geom::geography, {_POINT}::geography)::numeric, 1)::float8 AS distance_m "
-        f"FROM city_component WHERE {_NEAR}ST_DWithin(geom::geography, {_POINT}::geography, :r) "
-        "ORDER BY distance_m LIMIT 20"),
+        f"SELECT id, code, category::text AS category, {_DISTANCE}"
+        f"FROM city_component WHERE {_WITHIN} ORDER BY distance_m LIMIT 20"),
+    "enterprise:enterprises": (
+        f"SELECT id, name, uscc, industry, {_DISTANCE}"
+        f"FROM enterprise WHERE {_WITHIN} ORDER BY distance_m LIMIT 20"),
+    "organization:organizations": (
+        f"SELECT id, name, category, {_DISTANCE}"
+        f"FROM organization WHERE {_WITHIN} ORDER BY distance_m LIMIT 20"),
+    "event:events": (
+        f"SELECT id, code, title AS name, state, to_json(reported_at) #>> '{{}}' AS reported_at, "
+        f"{_DISTANCE}"
+        f"FROM event WHERE {_WITHIN} AND state <> 'merged' ORDER BY distance_m LIMIT 20"),
 }
 
 
