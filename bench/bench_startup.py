@@ -73,7 +73,8 @@ def main() -> None:
     print(f"cold start (initdb + migrate → first 200 /ready): {cold:6.2f} s")
     print(f"warm start (existing data directory):             {warm:6.2f} s")
     print(f"stop (SIGTERM → server and cluster down):         {stop_s:6.2f} s")
-    print(f"/ready latency over {len(samples)} requests: median {statistics.median(samples):.2f} ms,"
+    median = statistics.median(samples)
+    print(f"/ready latency over {len(samples)} requests: median {median:.2f} ms,"
           f" p99 {samples[int(len(samples) * 0.99) - 1]:.2f} ms")
 
 
