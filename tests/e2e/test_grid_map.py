@@ -69,9 +69,11 @@ def test_drill_down_and_breadcrumb(page, live_server) -> None:
                                                    : f.geometry.coordinates[0][0];
         const c = ring.reduce((a, p) => [a[0] + p[0] / ring.length, a[1] + p[1] / ring.length],
                               [0, 0]);
-        return {...m.project(c), code: f.properties.code};
+        const box = m.getCanvas().getBoundingClientRect();  // the map sits beside the dock
+        const p = m.project(c);
+        return {x: p.x + box.left, y: p.y + box.top, code: f.properties.code};
     }""")
-    page.mouse.click(point["x"], point["y"] + 48)
+    page.mouse.click(point["x"], point["y"])
     page.wait_for_function("(c) => window.gridgov.selected && window.gridgov.selected.length > 9",
                            arg=point["code"])
     panel = page.inner_text("#panel")

@@ -19,14 +19,14 @@ export function setCsrf(token) {
   csrfToken = token;
 }
 
-export async function api(path, { method = "GET", body, params } = {}) {
+export async function api(path, { method = "GET", body, params, headers: extra } = {}) {
   const url = new URL(path, window.location.origin);
   if (params) {
     for (const [k, v] of Object.entries(params)) {
       if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
     }
   }
-  const headers = { Accept: "application/json" };
+  const headers = { Accept: "application/json", ...(extra || {}) };
   if (method !== "GET") {
     headers["X-CSRF-Token"] = csrfToken || cookie("gridgov_csrf") || "";
     if (body !== undefined) headers["Content-Type"] = "application/json";

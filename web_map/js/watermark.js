@@ -1,6 +1,6 @@
 // A watermark of user and time over every page (等保 practice): a repeating, rotated text tile.
 
-export function drawWatermark(canvas, username) {
+export function drawWatermark(canvas, username, { colour = "rgba(60, 60, 60, 0.10)" } = {}) {
   const paint = () => {
     const dpr = window.devicePixelRatio || 1;
     canvas.width = window.innerWidth * dpr;
@@ -13,7 +13,7 @@ export function drawWatermark(canvas, username) {
     const stamp = new Date().toLocaleString("zh-CN", { timeZone: "Asia/Shanghai", hour12: false });
     const text = `${username}  ${stamp}`;
     ctx.font = "14px sans-serif";
-    ctx.fillStyle = "rgba(60, 60, 60, 0.10)";
+    ctx.fillStyle = colour;
     ctx.rotate((-20 * Math.PI) / 180);
     for (let y = 0; y < window.innerHeight * 1.6; y += 110) {
       for (let x = -window.innerWidth; x < window.innerWidth * 1.5; x += 280) {

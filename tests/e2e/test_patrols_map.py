@@ -1,0 +1,146 @@
+"""Patrols in the commander's map: live positions, playing back a track, and the heat layers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import LineString, Polygon
+from sqlalchemy import create_engine, text
+
+from geoserver.config import GOVERNANCE_TZ
+from geoserver.database.bootstrap import APP_ROLE
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.geo.crs import from_metric, to_metric
+from geoserver.services import patrols
+from geoserver.services.patrol_sessions import build_pending_sessions
+from tests.e2e.browser import idle, login, rendered, wait_rendered
+from tests.e2e.conftest import screenshot
+from tests.support.users import make_user
+
+pytestmark = pytest.mark.e2e
+
+TOWNSHIP = "330302006"
+GRID = "330302006071001"
+COMMANDER = f"t{TOWNSHIP}"
+
+
+
+@pytest.fixture(scope="module")
+def engine(pg, module_db):
+    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    yield e
+    e.dispose()
+
+
+def _walk(engine, start: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A walk round the inside of the grid, a fix every 5 s (times in epoch seconds)."""
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        wkb = s.execute(text("SELECT ST_AsBinary(geom) FROM region WHERE code = :c "
+                             "AND valid_to IS NULL"), {"c": GRID}).scalar()
+    poly = to_metric(shapely.from_wkb(bytes(wkb))).buffer(-20)
+    if poly.geom_type == "MultiPolygon":
+        poly = max(poly.geoms, key=lambda p: p.area)
+    assert isinstance(poly, Polygon)
+    ring = LineString(poly.exterior.coords)
+    d = np.arange(0, ring.length, 6.0)
+    pts = [from_metric(ring.interpolate(x)) for x in d]
+    return (start.timestamp() + np.arange(d.size) * 5.0, np.array([p.x for p in pts]),
+            np.array([p.y for p in pts]))
+
+
+@pytest.fixture(scope="module")
+def session_id(engine, http) -> int:
+    """Points sent through the patrol API by a grid worker, built into a record by the job."""
+    worker = make_user(engine, "e2e_pt_worker", roles=["grid_worker"], scope=[GRID],
+                       positions=[("grid_worker", GRID)])
+    start = datetime.now(GOVERNANCE_TZ) - timedelta(hours=2)
+    t, lon, lat = _walk(engine, start)
+    body = {"batch_id": "e2e-walk", "crs": "WGS84", "points": [
+        {"t": int(a * 1000), "lon": b, "lat": c, "accuracy": 6.0}
+        for a, b, c in zip(t.tolist(), lon.tolist(), lat.tolist(), strict=True)]}
+    r = http.post("/api/v1/patrols/points", json=body, headers=worker.headers)
+    assert r.status_code == 201, r.text
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        build_pending_sessions(s, rules=patrols.DEFAULT_SETTINGS.rules())
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        sid = s.execute(text("SELECT id FROM patrol_session WHERE user_id = :u"),
+                        {"u": worker.id}).scalar()
+    assert sid is not None
+    return int(sid)
+
+
+def _head(page) -> list[float]:
+    return page.evaluate("() => window.gridgov.playback.head")
+
+
+def test_play_back_a_track(page, live_server, session_id) -> None:
+    login(page, live_server, COMMANDER)
+    page.click("#tab-patrols")
+    day = datetime.now(GOVERNANCE_TZ) - timedelta(hours=2)
+    page.fill("#p-date", day.date().isoformat())
+    page.dispatch_event("#p-date", "change")
+    page.click(f"#session-list button[data-id='{session_id}']", timeout=20_000)
+    page.wait_for_selector("#playback:not([hidden])")
+    idle(page)
+    # The whole track is drawn; the metrics are the record's.
+    assert page.evaluate(
+        "() => window.gridgov.map.queryRenderedFeatures({layers: ['track-line']}).length") > 0
+    metrics = page.inner_text("#pb-metrics")
+    assert "里程" in metrics and "网格覆盖率" in metrics and "km" in metrics
+    start = _head(page)
+    # Drag the slider to the middle: the head moves along the track.
+    page.fill("#pb-slider", "500")
+    page.dispatch_event("#pb-slider", "input")
+    middle = _head(page)
+    assert middle != start
+    clock_mid = page.inner_text("#pb-clock")
+    # Play at 60× for a moment, then pause: time went on and stays put once paused.
+    page.select_option("#pb-speed", "60")
+    page.click("#pb-play")
+    page.wait_for_function("(c) => document.getElementById('pb-clock').textContent !== c",
+                           arg=clock_mid)
+    page.click("#pb-play")
+    assert page.inner_text("#pb-play") == "播放"
+    paused = page.evaluate("() => window.gridgov.playback.t")
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => window.gridgov.playback.t") == paused
+    idle(page)
+    assert page.evaluate("""() => window.gridgov.map
+        .queryRenderedFeatures({layers: ['track-done-line', 'track-head']}).length""") >= 2
+    screenshot(page, "patrol_playback")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_live_positions_and_heat(page, live_server, session_id, http) -> None:
+    login(page, live_server, COMMANDER)
+    # The worker's last fix is a live position on the map.
+    worker_ids = page.evaluate("""() => window.gridgov.playback.live.features
+        .map(f => f.properties.username)""")
+    assert "e2e_pt_worker" in worker_ids
+    wait_rendered(page, ["live-workers"], "username", "e2e_pt_worker")
+    # Coverage heat from the day's tracks.
+    page.click("#tab-patrols")
+    day = (datetime.now(GOVERNANCE_TZ) - timedelta(hours=2)).date().isoformat()
+    page.fill("#p-date", day)
+    page.dispatch_event("#p-date", "change")
+    page.wait_for_selector(f"#session-list button[data-id='{session_id}']")
+    page.check("#coverage-heat")
+    page.wait_for_function("() => window.gridgov.playback.coveragePoints > 50")
+    visibility = "() => window.gridgov.map.getLayoutProperty('coverage-heat', 'visibility')"
+    assert page.evaluate(visibility) == "visible"
+    # Building density heat (tiles) toggled from the layer switcher: hexagons drawn, then gone.
+    page.click("#tab-layers")
+    page.check("#layer-heat_buildings")
+    idle(page)
+    # Cells whose hexagon the tile job has not written yet are drawn as dots.
+    heat = ["heat-buildings", "heat-buildings-points"]
+    cells = rendered(page, heat, "h3")
+    assert len(cells) >= 3
+    screenshot(page, "patrol_heat")
+    page.uncheck("#layer-heat_buildings")
+    idle(page)
+    assert rendered(page, heat, "h3") == set()
+    assert page.console_errors == []  # type: ignore[attr-defined]

@@ -1,0 +1,185 @@
+"""Statistics in the map (charts, choropleth, events heat), the leader and work views, and the
+big screen (cockpit) at 1920×1080."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from geoserver.database.bootstrap import APP_ROLE
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.services.statistics import refresh_events, refresh_objects
+from tests.e2e.browser import DEMO_PASSWORD, idle, login, rendered
+from tests.e2e.conftest import axe_violations, screenshot
+from tests.support.users import make_user
+
+pytestmark = pytest.mark.e2e
+
+TOWNSHIP = "330302006"
+GRIDS = ("330302006045001", "330302006071001", "330302006073001")
+COMMANDER = f"t{TOWNSHIP}"
+
+
+
+class Reporter:
+    """Grid workers of three grids who report events through the API."""
+
+    def __init__(self, engine, http) -> None:
+        self.http = http
+        self.workers = []
+        for i, grid in enumerate(GRIDS):
+            worker = make_user(engine, f"e2e_st_w{i}", roles=["grid_worker"], scope=[grid],
+                               positions=[("grid_worker", grid)])
+            with scoped_session(engine, SYSTEM_SCOPE) as s:
+                x, y = s.execute(text(
+                    "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
+                    "WHERE code = :c AND valid_to IS NULL) q"), {"c": grid}).one()
+            self.workers.append((grid, worker, [x, y]))
+
+    def report(self, i: int, type_code: str) -> dict:
+        """Report an event in grid ``i`` and return it."""
+        grid, worker, point = self.workers[i]
+        r = self.http.post("/api/v1/events", headers=worker.headers, json={
+            "type_code": type_code, "description": f"测试事件 {grid}", "crs": "CGCS2000",
+            "location": {"type": "Point", "coordinates": point}})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def reporter(pg, module_db, http) -> Iterator[Reporter]:
+    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    admin = make_user(engine, "e2e_st_admin", roles=["admin"], scope=["330300"])
+    assert http.post("/api/v1/event-types/initialize", headers=admin.headers).status_code == 200
+    yield Reporter(engine, http)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def events(pg, module_db, reporter) -> list[dict]:
+    """Events reported today in three grids, and the statistics tables refreshed (the job)."""
+    out = [reporter.report(i, code) for i in range(len(GRIDS))
+           for code in ("0301", "0401")[: 1 + i % 2]]
+    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        refresh_objects(s)
+        refresh_events(s, full=True)
+    engine.dispose()
+    return out
+
+
+def test_statistics_charts_choropleth_and_events_heat(page, live_server, events) -> None:
+    login(page, live_server, COMMANDER)
+    page.click("#tab-stats")
+    page.wait_for_function("() => window.gridgov.stats.rows.length > 0")
+    # Three charts drawn by ECharts from the statistics API.
+    series = page.evaluate("""() => ['chart-trend', 'chart-types', 'chart-ranking'].map(id =>
+        echarts.getInstanceByDom(document.getElementById(id)).getOption().series
+          .map(s => s.data.length))""")
+    assert all(sum(s) > 0 for s in series), series
+    reported = page.evaluate("""() => echarts
+        .getInstanceByDom(document.getElementById('chart-trend'))
+        .getOption().series[0].data.reduce((a, b) => a + b, 0)""")
+    assert reported >= len(events)
+    # The choropleth colours the villages by events per 1,000 residents.
+    page.check("#s-choropleth")
+    idle(page)
+    villages = page.evaluate("""() => [...new Set(window.gridgov.map
+        .queryRenderedFeatures({layers: ['choropleth-fill']})
+        .filter(f => f.state && f.state.cls >= 0).map(f => f.properties.code))]""")
+    assert len(villages) >= 10 and all(v.startswith(TOWNSHIP) for v in villages)
+    # Classes follow the rates: a higher rate is never in a lower class; the extremes are the
+    # ramp's ends.
+    painted = page.evaluate("""() => window.gridgov.stats.rows.map(r => [r.events_per_1000,
+        window.gridgov.map.getFeatureState({source: 'regions', sourceLayer: 'regions',
+                                            id: r.code}).cls])""")
+    ordered = sorted(painted)
+    assert all(a[1] <= b[1] for a, b in zip(ordered, ordered[1:], strict=False)), ordered
+    assert ordered[0][1] == 0 and ordered[-1][1] == 4
+    assert "每千人事件数" in page.inner_text("#choropleth-legend")
+    screenshot(page, "statistics_choropleth")
+    # Events heat on H3 cells, toggled from the layer switcher (the choropleth off).
+    page.click("#tab-layers")
+    page.uncheck("#layer-choropleth")
+    page.check("#layer-events-hot")
+    page.wait_for_function("() => window.gridgov.map.getSource('hot') && "
+                           "window.gridgov.stats.heatFor !== null")
+    page.wait_for_timeout(500)
+    idle(page)
+    cells = rendered(page, ["events-hot"], "cell")
+    assert len(cells) >= len(GRIDS)
+    screenshot(page, "statistics_events_heat")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_leader_and_work_views(page, live_server, events) -> None:
+    login(page, live_server, COMMANDER)
+    page.click("#nav-leader")
+    page.wait_for_selector("#view-leader[data-loaded]")
+    figures = page.inner_text("#leader-figures")
+    assert "实有人口" in figures and "近一年办结率" in figures
+    sources = page.evaluate("""() => echarts.getInstanceByDom(
+        document.getElementById('leader-sources')).getOption().series[0].data""")
+    assert sum(d["value"] for d in sources) >= len(events)
+    assert "网格总数" in page.inner_text("#leader-grids")
+    screenshot(page, "leader_view")
+    assert axe_violations(page) == []
+    page.click("#nav-work")
+    page.wait_for_selector("#work-todos .event-item")
+    todo_ids = page.eval_on_selector_all("#work-todos button[data-id]",
+                                         "bs => bs.map(b => Number(b.dataset.id))")
+    assert {e["id"] for e in events} <= set(todo_ids)
+    assert int(page.inner_text("#work-dashboard button[data-q=to_accept] b")) >= len(events)
+    screenshot(page, "work_view")
+    assert axe_violations(page) == []
+    # A to-do opens on the map.
+    page.click(f"#work-todos button[data-id='{events[0]['id']}']")
+    page.wait_for_selector(f"#event-detail[data-id='{events[0]['id']}']")
+    assert page.is_hidden("#view-work")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_cockpit_at_1920x1080(browser, live_server, events, reporter) -> None:
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN",
+                                  timezone_id="Asia/Shanghai")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # Anonymous: sent to log in, and back to the cockpit afterwards.
+    page.goto(live_server + "/cockpit/")
+    page.wait_for_selector("#login-form")
+    page.fill("#username", COMMANDER)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/cockpit/")
+    page.wait_for_function("() => window.gridgov.refreshedAt && window.gridgov.map.loaded()",
+                           timeout=60_000)
+    idle(page)
+    assert "五马街道" in page.inner_text("#ck-title")
+    assert page.locator("#ck-figures .ck-figure").count() == 8
+    drawn = page.evaluate("""() => [...new Set(window.gridgov.map
+        .queryRenderedFeatures({layers: ['ck-events']}).map(f => f.properties.id))]""")
+    assert {e["id"] for e in events} <= set(drawn)
+    listed = page.eval_on_selector_all("#ck-events li[data-id]",
+                                       "ls => ls.map(l => Number(l.dataset.id))")
+    assert {e["id"] for e in events} <= set(listed)
+    for chart in ("ck-sources", "ck-types", "ck-trend", "ck-ranking"):
+        assert page.evaluate("(id) => echarts.getInstanceByDom(document.getElementById(id))"
+                             ".getOption().series.length", chart) > 0, chart
+    # Everything fits the screen: no scrolling on a wall display.
+    assert page.evaluate("() => document.documentElement.scrollHeight") <= 1080
+    # Readable across a room: the key figures are big.
+    size = page.eval_on_selector("#ck-figures .ck-figure b",
+                                 "b => parseFloat(getComputedStyle(b).fontSize)")
+    assert size >= 32
+    # It refreshes by itself: a new event shows up in the live list (polled every 10 s).
+    fresh = reporter.report(0, "0401")
+    page.wait_for_selector(f"#ck-events li[data-id='{fresh['id']}']", timeout=30_000)
+    assert f"{COMMANDER}" in page.eval_on_selector("#watermark", "c => c.dataset.text")
+    screenshot(page, "cockpit_1920")
+    assert axe_violations(page) == []
+    assert errors == []
+    context.close()
