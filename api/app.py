@@ -27,6 +27,7 @@ from api.routes import (
     event_types,
     events,
     health,
+    mobile,
     objects,
     ogc,
     patrols,
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(event_types.holiday_router)
     app.include_router(search.router)
     app.include_router(statistics.router)
+    app.include_router(mobile.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")

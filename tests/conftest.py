@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
 from geoserver.config import DatabaseSettings, ServerSettings, Settings
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-from geoserver.database.cluster import free_port
 from geoserver.database.engine import SYSTEM_SCOPE, set_scope, sqlalchemy_url
 from tests.support.db import TEMPLATE_FILLERS, TEMPLATE_SALT, TestCluster, test_cluster
+from tests.support.live import app_with, serve
 
 # Statistics and "days" are Shanghai's whatever the machine says; CI runs in UTC, and so do we.
 os.environ.setdefault("TZ", "UTC")
@@ -189,24 +186,8 @@ def make_settings(pg: TestCluster, database: str, **server: object) -> Settings:
 @contextmanager
 def run_server(settings: Settings) -> Iterator[str]:
     """Serve the app over real HTTP on a free loopback port in a thread; yield its base URL."""
-    from api.app import create_app
-
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve(app_with(settings)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

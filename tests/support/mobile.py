@@ -1,0 +1,59 @@
+"""Helpers for the phone page's tests: a live server with its own data directory (photos)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from geoserver.config import DatabaseSettings, ServerSettings, Settings
+from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
+from geoserver.domain.principal import SYSTEM
+from geoserver.services import event_types
+from tests.support import live
+from tests.support.db import TestCluster
+
+TOWNSHIP = "330302006"
+
+
+def mobile_settings(pg: TestCluster, database: str, data_dir: Path) -> Settings:
+    """Settings for a test server with its own data directory (photos)."""
+    return Settings(
+        database=DatabaseSettings(database_url=pg.url(OWNER_ROLE, database),
+                                  app_database_url=pg.url(APP_ROLE, database),
+                                  data_dir=data_dir),
+        server=ServerSettings(env="test", jobs_enabled=False),
+    )
+
+
+@contextmanager
+def serve(settings: Settings, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve the whole app over HTTP in a thread; yield ``http://host:port``."""
+    with live.serve(live.app_with(settings), host) as url:
+        yield url
+
+
+def load_catalogue(engine: Engine) -> None:
+    """Load the default event-type catalogue (the tiny demo has none)."""
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        event_types.initialize_catalogue(s, actor=SYSTEM)
+
+
+def point_in(engine: Engine, region_code: str) -> tuple[float, float]:
+    """Return a point inside a region (lon, lat in storage CRS, which is WGS84 at metre level)."""
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        row = s.execute(text(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
+            "WHERE code = :c AND valid_to IS NULL) x"), {"c": region_code}).one()
+    return float(row[0]), float(row[1])
+
+
+def grid_of_township(engine: Engine, township: str = TOWNSHIP) -> str:
+    """Return the first grid code under a township (a general grid of a village)."""
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        return str(s.execute(text(
+            "SELECT code FROM region WHERE level = 'grid' AND valid_to IS NULL AND code LIKE :p "
+            "ORDER BY code LIMIT 1"), {"p": township + "%"}).scalar_one())
