@@ -24,6 +24,7 @@ from geoserver.database import migrate as migrations
 from geoserver.database.cluster import find_bindir
 from geoserver.database.runtime import DatabaseTarget, check_server, open_database
 from geoserver.errors import GridgovError
+from spatial_etl.cli import etl_app
 from tiles.cli import app as tiles_app
 
 app = typer.Typer(help="gridgov: GIS-first grassroots governance server.", no_args_is_help=True,
@@ -32,6 +33,7 @@ db_app = typer.Typer(help="The database: embedded cluster, migrations, backups."
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tiles_app, name="tiles")
+app.add_typer(etl_app, name="etl")
 console = Console(stderr=True, soft_wrap=True)
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from geoserver.config import GOVERNANCE_TZ
 from geoserver.domain.principal import Principal
+from geoserver.domain.watermark import watermark
 
 FORMATS = ("csv", "xlsx", "geojson")
 MEDIA = {
@@ -20,13 +20,6 @@ MEDIA = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "geojson": "application/geo+json",
 }
-
-
-def watermark(user: Principal) -> str:
-    """Return the watermark line: who exported, when (Shanghai time)."""
-    now = datetime.now(GOVERNANCE_TZ).strftime("%Y-%m-%d %H:%M:%S")
-    return (f"gridgov 导出 / exported by {user.username} at {now} (Asia/Shanghai)"
-            " — 内部资料 注意保密")
 
 
 def _cell(value: Any) -> Any:
