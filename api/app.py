@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
@@ -107,6 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
+    # Outermost: compresses the web client's scripts and JSON/GeoJSON answers; responses that
+    # are already encoded (tiles) and event streams pass through untouched.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     # Tiles first: map clients send most of the requests, and routes are matched in order.
     app.include_router(tile_routes.router)
     app.include_router(health.router)
@@ -122,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(event_types.router)
     app.include_router(event_types.routing_router)
     app.include_router(event_types.holiday_router)
+    app.include_router(event_types.unit_router)
     app.include_router(search.router)
     app.include_router(statistics.router)
     app.include_router(mobile.router)

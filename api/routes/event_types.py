@@ -1,7 +1,7 @@
 """Event configuration (业务规则管理): types and their rules, routing rules, the holiday calendar.
 
-Three routers: ``router`` (/api/v1/event-types), ``routing_router`` (/api/v1/routing-rules)
-and ``holiday_router`` (/api/v1/holidays).
+Four routers: ``router`` (/api/v1/event-types), ``routing_router`` (/api/v1/routing-rules),
+``holiday_router`` (/api/v1/holidays) and ``unit_router`` (/api/v1/dispatch-units).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from api.deps import AuditContextDep, SessionDep, require
 from geoserver.domain.events import Severity
 from geoserver.domain.principal import Principal
-from geoserver.services import event_types, holidays
+from geoserver.services import event_types, holidays, users
 from geoserver.services.event_types import (
     EventRuleIn,
     EventRulePublic,
@@ -30,9 +30,11 @@ from geoserver.services.holidays import HolidayIn, HolidayPublic
 router = APIRouter(prefix="/api/v1/event-types", tags=["event types"])
 routing_router = APIRouter(prefix="/api/v1/routing-rules", tags=["event types"])
 holiday_router = APIRouter(prefix="/api/v1/holidays", tags=["event types"])
+unit_router = APIRouter(prefix="/api/v1/dispatch-units", tags=["events"])
 
 Reader = Annotated[Principal, Depends(require("event.read"))]
 Admin = Annotated[Principal, Depends(require("event.admin"))]
+Dispatcher = Annotated[Principal, Depends(require("event.dispatch"))]
 
 
 class Reorder(BaseModel):
@@ -163,3 +165,20 @@ def delete_holiday(day: date, session: SessionDep, user: Admin,
     """Remove one calendar date (it follows the weekday rule again)."""
     holidays.delete_holiday(session, actor=user, day=day, context=context)
     return Response(status_code=204)
+
+
+class DispatchUnit(BaseModel):
+    """A township platform or department an event may be dispatched to."""
+
+    code: str
+    name: str
+    kind: str
+    region_code: str | None
+
+
+@unit_router.get("", response_model=list[DispatchUnit], responses={404: {}})
+def list_dispatch_units(session: SessionDep, user: Dispatcher,
+                        region_code: Annotated[str, Query(pattern=r"^\d{6,15}$")]
+                        ) -> list[dict[str, object]]:
+    """List the units an event in this region may go to: its township's and those above."""
+    return users.dispatch_units(session, actor=user, region_code=region_code)

@@ -571,6 +571,28 @@ def end_staff(session: Session, *, actor: Principal, assignment_id: int,
     return after
 
 
+def dispatch_units(session: Session, *, actor: Principal,
+                   region_code: str) -> list[dict[str, Any]]:
+    """List the units an event in ``region_code`` may be dispatched to (派遣对象).
+
+    Platforms and departments of the region's township and of the levels above it, as far as
+    the actor's jurisdiction shows them (RLS): command centres dispatch, they are not targets.
+    """
+    if not actor.can("event.dispatch"):
+        raise PermissionDenied("this needs the permission 'event.dispatch'")
+    rows = session.execute(
+        text("WITH r AS (SELECT path FROM region WHERE code = :rc AND valid_to IS NULL) "
+             "SELECT u.id, u.code, u.name, u.kind, u.region_code FROM org_unit u, r "
+             "WHERE u.kind <> 'command_centre' AND u.path @> r.path "
+             "ORDER BY nlevel(u.path) DESC, u.kind, u.code LIMIT 500"),
+        {"rc": region_code}).mappings().all()
+    if not rows and session.execute(
+            text("SELECT 1 FROM region WHERE code = :rc AND valid_to IS NULL"),
+            {"rc": region_code}).first() is None:
+        raise NotFound(f"no region {region_code!r} in your jurisdiction")
+    return [dict(r) for r in rows]
+
+
 def list_org_units(session: Session, *, actor: Principal, kind: str | None = None,
                    region_code: str | None = None) -> list[dict[str, Any]]:
     """List command centres, departments and township platforms in the actor's jurisdiction."""

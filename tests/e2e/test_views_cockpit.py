@@ -114,7 +114,19 @@ def test_statistics_charts_choropleth_and_events_heat(page, live_server, events)
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
-def test_leader_and_work_views(page, live_server, events) -> None:
+@pytest.fixture(scope="module")
+def broadcast(pg, module_db, http) -> dict:
+    """A notice (通知公告) sent to the township by a commander of it."""
+    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    sender = make_user(engine, "e2e_st_sender", roles=["township_commander"], scope=[TOWNSHIP])
+    engine.dispose()
+    r = http.post("/api/v1/mobile/broadcasts", headers=sender.headers, json={
+        "region_code": TOWNSHIP, "title": "防台风通知", "body": "今晚全体网格员到岗值守。"})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_leader_and_work_views(page, live_server, events, broadcast) -> None:
     login(page, live_server, COMMANDER)
     page.click("#nav-leader")
     page.wait_for_selector("#view-leader[data-loaded]")
@@ -132,6 +144,13 @@ def test_leader_and_work_views(page, live_server, events) -> None:
                                          "bs => bs.map(b => Number(b.dataset.id))")
     assert {e["id"] for e in events} <= set(todo_ids)
     assert int(page.inner_text("#work-dashboard button[data-q=to_accept] b")) >= len(events)
+    notice = page.wait_for_selector(f"#work-announcements details[data-id='{broadcast['id']}']")
+    assert "防台风通知" in notice.inner_text()
+    assert page.eval_on_selector(f"details[data-id='{broadcast['id']}']",
+                                 "d => d.parentElement.classList.contains('unread')")
+    with page.expect_response(lambda r: r.url.endswith(f"/broadcasts/{broadcast['id']}/read")):
+        page.click(f"details[data-id='{broadcast['id']}'] summary")
+    assert "全体网格员" in notice.inner_text()
     screenshot(page, "work_view")
     assert axe_violations(page) == []
     # A to-do opens on the map.

@@ -209,14 +209,9 @@ async function unitOptions(d) {
   if (latest?.grid_code) add(`grid:${latest.grid_code}`, `网格 ${latest.grid_code} (建议)`);
   for (const r of d.routes) if (r.unit) add(`unit:${r.unit.code}`, r.unit.name);
   for (const a of d.assignments) if (a.unit) add(`unit:${a.unit.code}`, a.unit.name);
-  // Only administrators may list org units; for others the route's suggestions stand.
-  const perms = state.me.permissions || [];
-  const units = perms.includes("user.admin") || perms.includes("role.admin")
-    ? await api("/api/v1/admin/org-units", { params: { region_code: d.township_code } })
-      .catch(() => null) : null;
-  for (const u of units?.items || []) {
-    if (u.kind !== "command_centre") add(`unit:${u.code}`, u.name);
-  }
+  const units = await api("/api/v1/dispatch-units", { params: { region_code: d.township_code } })
+    .catch(() => null);
+  for (const u of units || []) add(`unit:${u.code}`, u.name);
   if (d.grid_code) add(`grid:${d.grid_code}`, `事发网格 ${d.grid_code}`);
   const village = d.path.split(".").slice(-2, -1)[0];
   const grids = await api("/api/v1/grids", { params: { parent_code: village, limit: 50 } })

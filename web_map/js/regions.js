@@ -2,7 +2,7 @@
 import { api } from "./api.js";
 import { COUNT_NAMES, GRID_TYPES, LEVEL_NAMES, POSITIONS } from "./labels.js";
 import { state } from "./state.js";
-import { $, bboxOf, esc, showPanel } from "./util.js";
+import { $, bboxOf, esc, fitPadding, showPanel } from "./util.js";
 
 /** The smallest region under a map click: grids before villages before townships. */
 export function regionAt(point) {
@@ -23,7 +23,6 @@ export async function openRegion(code, { fly = true } = {}) {
   state.selected = code;
   const p = info.properties;
   state.map.getSource("selection")?.setData({ type: "FeatureCollection", features: [info] });
-  if (fly) state.map.fitBounds(bboxOf(info.geometry), { padding: 60, maxZoom: 17 });
   renderBreadcrumb(p.chain);
   const counts = Object.entries(p.counts || {}).map(([k, v]) =>
     `<tr><td>${esc(COUNT_NAMES[k] || k)}</td><td>${Number(v).toLocaleString("zh-CN")}</td></tr>`).join("");
@@ -48,6 +47,8 @@ export async function openRegion(code, { fly = true } = {}) {
     ${counts ? `<h3>基础数据</h3><table>${counts}</table>` : ""}
     ${team ? `<h3>网格力量</h3><table>${team}</table>` : ""}
   `);
+  // After the panel is shown, so the fit keeps the outline clear of it.
+  if (fly) state.map.fitBounds(bboxOf(info.geometry), { padding: fitPadding(), maxZoom: 17 });
   document.dispatchEvent(new CustomEvent("gridgov:region", { detail: p }));
 }
 

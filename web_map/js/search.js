@@ -3,7 +3,7 @@ import { api, ApiError } from "./api.js";
 import { LEVEL_NAMES } from "./labels.js";
 import { openRegion } from "./regions.js";
 import { state } from "./state.js";
-import { $, bboxOf, esc } from "./util.js";
+import { $, bboxOf, esc, fitPadding } from "./util.js";
 
 const KIND_NAMES = {
   region: "区划", grid: "网格", building: "建筑物", standard_address: "标准地址", key_place: "重点场所",
@@ -62,7 +62,7 @@ function choose(hit) {
   if (hit.region || (hit.code && !hit.geometry)) return openRegion(hit.code);
   if (hit.geometry) {
     const b = bboxOf(hit.geometry);
-    state.map.fitBounds(b, { padding: 80, maxZoom: 17 });
+    state.map.fitBounds(b, { padding: fitPadding(80), maxZoom: 17 });
     if (hit.code) openRegion(hit.code, { fly: false });
   }
 }

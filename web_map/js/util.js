@@ -18,6 +18,15 @@ export function bboxOf(geometry) {
   return b;
 }
 
+/** Fit padding that keeps a shape clear of the side panel (it covers the right of the map). */
+export function fitPadding(base = 60) {
+  const panel = document.querySelector(".panel:not([hidden])");
+  const covered = panel && panel.offsetWidth ? panel.offsetWidth + 10 : 0;
+  const room = window.innerWidth - covered;
+  // On a narrow screen the panel covers most of the map: do not squeeze the map to nothing.
+  return { top: base, bottom: base, left: base, right: room > 2 * base + 200 ? base + covered : base };
+}
+
 const TZ = "Asia/Shanghai"; // the governance day is Shanghai's, whatever the browser says
 
 export function fmtTime(iso, { date = true, seconds = false } = {}) {

@@ -9,7 +9,7 @@ import {
 import { OPEN_STATES, leaderData, rootCode } from "./figures.js";
 import { bindMessages, messagesHtml } from "./notify.js";
 import { state } from "./state.js";
-import { $, esc, fmtDuration, fmtKm, fmtNum, fmtPct } from "./util.js";
+import { $, esc, fmtDuration, fmtKm, fmtNum, fmtPct, fmtTime } from "./util.js";
 
 let leaderTimer = null;
 
@@ -101,7 +101,7 @@ export async function showWork() {
   $("work-todos").querySelectorAll("button[data-id]").forEach((b) => b.addEventListener("click", () => {
     window.location.hash = "#/map";
   }));
-  $("work-announcements").innerHTML = "<p class=\"muted\">暂无通知公告</p>";
+  showAnnouncements();
   const nudges = todos.filter((e) => e.supervised || e.reminders).map((e) =>
     `<li><button type="button" class="linkish" data-id="${esc(e.id)}">${esc(e.code)} ${e.supervised ? "已被督办"
       : `被催办 ${e.reminders} 次`}：${esc(e.title)}</button></li>`).join("");
@@ -111,6 +111,25 @@ export async function showWork() {
     window.location.hash = "#/map";
     document.dispatchEvent(new CustomEvent("gridgov:open-event", { detail: Number(b.dataset.id) }));
   }));
+}
+
+/** The broadcasts (通知公告) of the user's jurisdiction; unread first in bold, a click marks read. */
+async function showAnnouncements() {
+  const box = $("work-announcements");
+  const items = await api("/api/v1/mobile/broadcasts").catch(() => []);
+  if (!items.length) {
+    box.innerHTML = "<p class=\"muted\">暂无通知公告</p>";
+    return;
+  }
+  box.innerHTML = `<ul class="announcements">${items.slice(0, 20).map((b) => `
+    <li class="${b.read ? "" : "unread"}"><details data-id="${esc(b.id)}">
+      <summary>${esc(b.title)} <span class="muted">${esc(b.sender_name)} · ${esc(fmtTime(b.sent_at))}</span></summary>
+      <p>${esc(b.body)}</p></details></li>`).join("")}</ul>`;
+  box.querySelectorAll("details[data-id]").forEach((d) => d.addEventListener("toggle", () => {
+    if (!d.open || !d.parentElement.classList.contains("unread")) return;
+    d.parentElement.classList.remove("unread");
+    api(`/api/v1/mobile/broadcasts/${d.dataset.id}/read`, { method: "POST" }).catch(() => {});
+  }), { once: false });
 }
 
 document.addEventListener("gridgov:notified", () => {
