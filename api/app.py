@@ -61,6 +61,10 @@ class RequestContext(BaseHTTPMiddleware):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body:
             return errors.problem(413, f"request body exceeds {self.max_body} bytes")
+        nul = _nul_parameter(request)
+        if nul is not None:
+            return errors.problem(422, "text may not contain the NUL character (U+0000)",
+                                  errors=[{"field": nul, "message": "contains U+0000"}])
         start = time.perf_counter()
         response = await call_next(request)
         ms = (time.perf_counter() - start) * 1000
@@ -68,6 +72,16 @@ class RequestContext(BaseHTTPMiddleware):
         log.info("%s %s %s %.1fms rid=%s", request.method, request.url.path,
                  response.status_code, ms, rid)
         return response
+
+
+def _nul_parameter(request: Request) -> str | None:
+    """Name the query parameter (or the path) holding a NUL character, which text cannot store."""
+    if "\x00" in request.url.path:
+        return "path"
+    if b"%00" not in request.scope.get("query_string", b""):
+        return None
+    return next((k for k, v in request.query_params.multi_items()
+                 if "\x00" in k or "\x00" in v), "query")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

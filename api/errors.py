@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geoserver import errors as e
@@ -116,6 +116,25 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
     return await _unexpected(request, exc)
 
 
+def _nul_text(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps) is PostgreSQL refusing a NUL character in text."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ValueError) and "NUL (0x00)" in str(exc):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+        seen += 1
+    return False
+
+
+async def _value(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL text cannot hold U+0000; a body that smuggles one in is bad input, not a bug.
+    # (Handled here rather than under Exception, whose handler runs after the connection is lost.)
+    if _nul_text(exc):
+        return problem(422, "text may not contain the NUL character (U+0000)")
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     rid = getattr(request.state, "request_id", None)
@@ -128,4 +147,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(ValueError, _value)
+    app.add_exception_handler(StatementError, _value)
     app.add_exception_handler(Exception, _unexpected)

@@ -51,3 +51,21 @@ def test_oversized_body_refused(http: httpx.Client) -> None:
 def test_web_map_served_at_root(http: httpx.Client) -> None:
     r = http.get("/")
     assert r.status_code == 200 and "<html" in r.text.lower()
+
+
+def test_nul_in_query_is_refused_naming_the_parameter(http: httpx.Client) -> None:
+    body = _is_problem(http.get("/api/v1/regions", params={"q": "五马\x00"}), 422)
+    assert body["errors"][0]["field"] == "q"
+
+
+def test_nul_in_body_text_is_refused_not_a_500(http: httpx.Client) -> None:
+    r = http.post("/api/v1/auth/login", json={"username": "adm\x00in", "password": "x" * 12})
+    assert r.status_code in (401, 422), r.text  # never a 500
+    assert r.headers["content-type"].startswith(PROBLEM)
+
+
+def test_web_client_is_served_compressed(http: httpx.Client) -> None:
+    r = http.get("/js/app.js", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers["content-encoding"] == "gzip"
+    assert r.num_bytes_downloaded * 2 < len(r.content)  # on the wire: well under half
