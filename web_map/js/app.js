@@ -3,6 +3,7 @@
 import { api, codeOf, setCsrf } from "./api.js";
 import * as events from "./events.js";
 import { addLayerGroup, buildLayerSwitcher, buildLegend } from "./layers.js";
+import * as messages from "./messages.js";
 import * as patrols from "./patrols.js";
 import { openRegion, regionAt, whatIsHere } from "./regions.js";
 import { setupSearch } from "./search.js";
@@ -104,6 +105,7 @@ async function showApp() {
   map.on("click", onMapClick);
   map.on("contextmenu", (ev) => whatIsHere(ev.lngLat));
   setupSearch();
+  messages.init();
   setupDock();
   setupViews();
   $("panel-close").addEventListener("click", () => { $("panel").hidden = true; });

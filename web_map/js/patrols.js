@@ -1,5 +1,6 @@
-// Patrols: live worker positions, patrol records of a day, track playback (slider,
-// play/pause, speed, metrics) and the day's coverage heat.
+// Patrols: live worker positions (pushed over SSE, polled while the stream is down), patrol
+// records of a day, track playback (slider, play/pause, speed, metrics) and the day's
+// coverage heat.
 import { api } from "./api.js";
 import { addLegend } from "./layers.js";
 import { state } from "./state.js";
@@ -11,7 +12,7 @@ const MODES = { walk: "步行", bicycle: "自行车/电动车" };
 
 const pb = {
   feature: null, times: [], coords: [], t: 0, playing: false, last: null, session: null,
-  liveTimer: null, live: null, sessions: [], coverageFor: null,
+  liveTimer: null, live: null, liveSource: null, liveDraw: null, sessions: [], coverageFor: null,
 };
 state.playback = pb;
 
@@ -47,8 +48,8 @@ export function init(map, { addLayerGroup }) {
   state.clickTargets.push({ layers: ["live-workers"], handle: (f) => showWorker(f.properties) });
   setupControls();
   if (can("patrol.playback")) {
-    refreshLive();
-    pb.liveTimer = setInterval(refreshLive, LIVE_MS);
+    if (window.EventSource) openLiveStream();
+    else startLivePolling();
   } else {
     $("live-summary").textContent = "无实时位置查看权限";
   }
@@ -71,6 +72,56 @@ function setupControls() {
   $("coverage-heat").addEventListener("change", (e) => pb.setCoverage(e.target.checked));
 }
 
+/** Live positions over SSE: a snapshot, then moves and offline changes as they happen. */
+function openLiveStream() {
+  const es = new EventSource("/api/v1/patrols/live/stream");
+  pb.liveSource = es;
+  es.addEventListener("snapshot", (e) => {
+    stopLivePolling();
+    pb.live = JSON.parse(e.data);
+    renderLive();
+  });
+  const change = (e) => applyLive(JSON.parse(e.data));
+  es.addEventListener("move", change);
+  es.addEventListener("offline", change);
+  es.addEventListener("error", () => {
+    // A dropped stream is retried by the browser (and resent whole); meanwhile, and for good
+    // when the server refuses it, poll as before.
+    startLivePolling();
+    if (es.readyState === EventSource.CLOSED) pb.liveSource = null;
+  });
+}
+
+/** Put a worker's new position (or offline change) in place; older news is ignored. */
+function applyLive(feature) {
+  if (!pb.live) return;
+  const features = pb.live.features;
+  const at = features.findIndex((f) => f.id === feature.id);
+  if (at >= 0) {
+    const old = features[at];
+    if (new Date(feature.properties.ts) < new Date(old.properties.ts)) return;
+    for (const k of ["username", "display_name", "accuracy"]) {
+      if (feature.properties[k] == null) feature.properties[k] = old.properties[k];
+    }
+    features[at] = feature;
+  } else features.push(feature);
+  pb.live.online = features.filter((f) => f.properties.online).length;
+  pb.live.total = features.length;
+  // Many moves can arrive together: draw once per frame.
+  if (!pb.liveDraw) pb.liveDraw = requestAnimationFrame(() => { pb.liveDraw = null; renderLive(); });
+}
+
+function startLivePolling() {
+  if (pb.liveTimer) return;
+  refreshLive();
+  pb.liveTimer = setInterval(refreshLive, LIVE_MS);
+}
+
+function stopLivePolling() {
+  clearInterval(pb.liveTimer);
+  pb.liveTimer = null;
+}
+
 async function refreshLive() {
   if (document.hidden) return;
   try {
@@ -79,6 +130,10 @@ async function refreshLive() {
     $("live-summary").textContent = e.status === 404 ? "巡查接口未启用" : "实时位置加载失败";
     return;
   }
+  renderLive();
+}
+
+function renderLive() {
   state.map.getSource("live")?.setData(pb.live);
   $("live-summary").textContent = `在线 ${pb.live.online} 人 / 共 ${pb.live.total} 人`;
   const workers = [...pb.live.features].sort((a, b) =>

@@ -1,0 +1,81 @@
+"""The message center in the commander's map: a dispatch lights the bell live (SSE), the
+dropdown lists it, and marking it read brings the count down."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from geoserver.database.bootstrap import APP_ROLE
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from tests.e2e.browser import login
+from tests.e2e.conftest import axe_violations, screenshot
+from tests.support.users import make_user
+
+pytestmark = pytest.mark.e2e
+
+TOWNSHIP = "330302006"
+GRID = "330302006045001"
+LEADER = f"l{GRID}"  # the demo 网格长 of the grid: receives what is dispatched to it
+
+
+@pytest.fixture(scope="module")
+def engine(pg, module_db):
+    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    yield e
+    e.dispose()
+
+
+@pytest.fixture(scope="module")
+def people(engine, http) -> dict:
+    worker = make_user(engine, "e2e_msg_worker", roles=["grid_worker"], scope=[GRID],
+                       positions=[("grid_worker", GRID)])
+    commander = make_user(engine, "e2e_msg_cmd", roles=["township_commander"], scope=[TOWNSHIP],
+                          positions=[("command_centre_staff", TOWNSHIP)])
+    admin = make_user(engine, "e2e_msg_admin", roles=["admin"], scope=["330300"])
+    assert http.post("/api/v1/event-types/initialize", headers=admin.headers).status_code == 200
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        row = s.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p "
+                             "FROM region WHERE code = :c AND valid_to IS NULL) x"),
+                        {"c": GRID}).one()
+    return {"worker": worker, "commander": commander, "point": [float(row[0]), float(row[1])]}
+
+
+def dispatch_to_grid(http, people: dict, description: str) -> dict:
+    """Report an event in the grid, accept it and dispatch it to the grid, over the API."""
+    r = http.post("/api/v1/events", headers=people["worker"].headers, json={
+        "type_code": "0301", "description": description, "crs": "CGCS2000",
+        "location": {"type": "Point", "coordinates": people["point"]}})
+    assert r.status_code == 201, r.text
+    ev = r.json()
+    for action, body in (("accept", {}), ("dispatch", {"lead": {"grid_code": GRID}})):
+        r = http.post(f"/api/v1/events/{ev['id']}/actions/{action}", json=body,
+                      headers={**people["commander"].headers, "If-Match": f'"{ev["version"]}"'})
+        assert r.status_code == 200, r.text
+        ev = r.json()
+    return ev
+
+
+def test_bell_counts_a_dispatch_live_and_marks_it_read(page, live_server, http, people) -> None:
+    login(page, live_server, LEADER)
+    page.wait_for_function("() => window.gridgov.messages && window.gridgov.messages.live")
+    before = page.evaluate("() => window.gridgov.messages.unread")
+    ev = dispatch_to_grid(http, people, "消防通道被电动车堵塞")
+    # Pushed over the stream: no reload, no poll (the fallback poll is 30 s away).
+    page.wait_for_function("(n) => window.gridgov.messages.unread > n", arg=before,
+                           timeout=20_000)
+    assert page.is_visible("#bell-count")
+    assert int(page.inner_text("#bell-count")) == before + 1
+    page.click("#bell")
+    page.wait_for_selector("#messages-list li.unread button[data-open]")
+    assert ev["code"] in page.inner_text("#messages-list")
+    screenshot(page, "messages_bell")
+    assert axe_violations(page) == []
+    page.click("#messages-list li.unread button[data-read]")
+    page.wait_for_function("(n) => window.gridgov.messages.unread === n", arg=before)
+    if before == 0:
+        assert page.is_hidden("#bell-count")
+        assert page.locator("#messages-list li.unread").count() == 0
+    else:
+        assert page.inner_text("#bell-count") == str(before)
+    assert page.console_errors == []  # type: ignore[attr-defined]
