@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,13 +14,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import geoserver.jobs.events  # noqa: F401  (registers the event jobs)
+import geoserver.jobs.notifications  # noqa: F401  (registers the message jobs)
+import geoserver.jobs.partners  # noqa: F401  (registers the partner jobs)
 import geoserver.jobs.patrols  # noqa: F401  (registers the patrol jobs)
 import geoserver.jobs.statistics  # noqa: F401  (registers the statistics jobs)
 from api import errors
+from api.live import start_hub
 from api.routes import (
     addresses,
     admin,
@@ -29,6 +34,7 @@ from api.routes import (
     events,
     health,
     mobile,
+    notifications,
     objects,
     ogc,
     patrols,
@@ -36,6 +42,8 @@ from api.routes import (
     search,
     statistics,
 )
+from api.routes import live as live_routes
+from api.routes import partners as partner_routes
 from api.routes import tiles as tile_routes
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
@@ -45,19 +53,53 @@ from geoserver.security.crypto import crypto_from_settings
 from tiles.service import start_tile_service
 
 log = logging.getLogger("gridgov.access")
+#: A request id a client or proxy sends is echoed only if it is short and plain (log safety).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class RequestContext(BaseHTTPMiddleware):
-    """Give every request an id, log it with its timing, and refuse oversized bodies early."""
+class RequestContext:
+    """Give every request an id, log it with its timing, and refuse oversized bodies early.
 
-    def __init__(self, app: FastAPI, *, max_body: int) -> None:
-        super().__init__(app)
+    Plain ASGI rather than BaseHTTPMiddleware: that one runs every response through an extra
+    task and memory stream, which tripled the delivery cost of event streams (SSE).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+        self.app = app
         self.max_body = max_body
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request."""
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.request_id = rid
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        sent = request.headers.get("x-request-id", "")
+        rid = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
+        refusal = self._refusal(request)
+        if refusal is not None:
+            refusal.headers["X-Request-Id"] = rid
+            await refusal(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-Id", rid)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info("%s %s %s %.1fms rid=%s", request.method, request.url.path, status,
+                     (time.perf_counter() - start) * 1000, rid)
+
+    def _refusal(self, request: Request) -> Response | None:
+        """Return the answer for a request refused before any work, or None."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body:
             return errors.problem(413, f"request body exceeds {self.max_body} bytes")
@@ -65,13 +107,7 @@ class RequestContext(BaseHTTPMiddleware):
         if nul is not None:
             return errors.problem(422, "text may not contain the NUL character (U+0000)",
                                   errors=[{"field": nul, "message": "contains U+0000"}])
-        start = time.perf_counter()
-        response = await call_next(request)
-        ms = (time.perf_counter() - start) * 1000
-        response.headers["X-Request-Id"] = rid
-        log.info("%s %s %s %.1fms rid=%s", request.method, request.url.path,
-                 response.status_code, ms, rid)
-        return response
+        return None
 
 
 def _nul_parameter(request: Request) -> str | None:
@@ -106,9 +142,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.server.jobs_enabled:
             runner.start()
         app.state.tiles = start_tile_service(settings)
+        app.state.live_hub = start_hub(settings)
         try:
             yield
         finally:
+            app.state.live_hub.stop()
             app.state.tiles.stop()
             runner.stop()
             engine.dispose()
@@ -135,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(addresses.router)
     app.include_router(claims.router)
     app.include_router(ogc.router)
+    app.include_router(live_routes.router)
     app.include_router(patrols.router)
     app.include_router(events.router)
     app.include_router(event_types.router)
@@ -144,6 +183,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search.router)
     app.include_router(statistics.router)
     app.include_router(mobile.router)
+    app.include_router(partner_routes.router)
+    app.include_router(notifications.router)
     web = settings.server.web_dir
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web_map")
