@@ -6,19 +6,23 @@ data directory; it is migrated to the current SQL first, which adds 0040.search 
 - ``search``: ``services.search.search`` in a fresh app-role transaction per query (as a
   request runs it: scope set, RLS on), for a city-wide and a township-wide caller, over
   queries cut from real names (regions, roads, buildings, places, enterprises, persons): p50,
-  p95 per query length (goal p95 < 100 ms);
+  p95 per query length (goal p95 < 100 ms); pinyin queries (2 and 4 initials of a real name's
+  pinyin, e.g. wm, wmjd); typos (4 characters with one replaced, so nothing matches exactly
+  and the trigram pass runs); and 8 characters with every bigram in the GIN condition (no
+  bigram statistics: how search ran before 0095) — the ratio is printed;
 - ``floor``: the bare bigram lookup behind it (one GIN query on standard_address, same role
   and scope) and ``peer``: the same 2-character lookup through pg_trgm (``LIKE '%q%'`` on the
   trigram index, what there was before the bigram columns) — ratios printed;
 - ``statistics``: distribution, trend, ranking, region table and hot spots (services, app
   role, fresh transaction each) p50 and p99, over ``--events`` events (synthetic events are
   added with COPY when the database has fewer; triggers off, location computed here), after
-  one refresh of the aggregate tables (its duration is printed too).
+  one refresh of the aggregate tables (its duration is printed too; ``--skip-refresh`` keeps
+  the tables as they are); hot spots also counted live from the events, as before 0095.
 
 No thresholds: these machines are shared and small; read the ratios and the order of magnitude.
 
     .venv/bin/python bench/bench_search.py --data-dir /tmp/srch-demo [--events 1000000]
-        [--queries 60] [--runs 30]
+        [--queries 60] [--runs 30] [--skip-refresh]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import statistics as stats
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -178,6 +183,31 @@ def queries(engine: Engine, length: int, count: int, seed: int = 5) -> list[str]
     return out
 
 
+def pinyin_queries(engine: Engine, letters: int, count: int) -> list[str]:
+    """Return ``count`` distinct prefixes of the initials of real names (五马街道 → wmjd)."""
+    with scoped_session(engine, ("",)) as conn:
+        rows = conn.execute(text(
+            "SELECT DISTINCT left(split_part(p, ' ', 2), :n) FROM (("
+            "SELECT search_pinyin AS p FROM region WHERE valid_to IS NULL ORDER BY random() "
+            "LIMIT 400) UNION ALL (SELECT search_pinyin FROM building ORDER BY random() "
+            "LIMIT 400) UNION ALL (SELECT search_pinyin FROM key_place ORDER BY random() "
+            "LIMIT 200) UNION ALL (SELECT search_pinyin FROM enterprise ORDER BY random() "
+            "LIMIT 200)) x WHERE length(split_part(p, ' ', 2)) >= :n"), {"n": letters})
+        found = sorted(r[0] for r in rows)
+    random.Random(letters).shuffle(found)
+    return found[:count]
+
+
+def typos(queries_: list[str], seed: int = 7) -> list[str]:
+    """Return the queries with one character each replaced by a common one that breaks them."""
+    rng = random.Random(seed)
+    out = []
+    for q in queries_:
+        i = rng.randrange(len(q))
+        out.append(q[:i] + rng.choice("去味鬼扰浅") + q[i + 1:])
+    return out
+
+
 # --- runs -------------------------------------------------------------------------------------
 
 
@@ -192,8 +222,30 @@ def bench_search(engine: Engine, actors: dict[str, Principal], n: int) -> None:
                     search.search(s, actor=actor, q=q, limit=20)
             run(qs[0])  # warm the connection pool
             print(line(f"{length}-char, {label}", timed(run, qs)))
+    city = actors["city"]
+
+    def run_city(q: str) -> None:
+        with scoped_session(engine, city.scope) as s:
+            search.search(s, actor=city, q=q, limit=20)
+
+    for letters in (2, 4):
+        print(line(f"pinyin {letters} initials, city",
+                   timed(run_city, pinyin_queries(engine, letters, n))))
+    print(line("4-char with a typo (trigram pass), city", timed(run_city, typos(
+        queries(engine, 4, n)))))
+    long_ones = queries(engine, 8, n, seed=8)
+    rare = timed(run_city, long_ones)
+    real_stats = search.gram_stats
+    search.gram_stats = lambda s: {}  # type: ignore[assignment]  # every bigram in the index
+    try:
+        every = timed(run_city, long_ones)
+    finally:
+        search.gram_stats = real_stats  # type: ignore[assignment]
+    print(line("8-char, rare bigrams in the index, city", rare))
+    print(line("8-char, every bigram in the index, city", every))
+    print(f"  every / rare p95: {percentile(every, 95) / percentile(rare, 95):.1f}x")
     qs = queries(engine, 2, n)
-    scope = next(iter(actors.values())).scope
+    scope = city.scope
 
     def floor(q: str) -> None:
         with scoped_session(engine, scope) as s:
@@ -215,37 +267,55 @@ def bench_statistics(engine: Engine, actors: dict[str, Principal], runs: int) ->
     """Print p50/p99 of each statistics call for each caller."""
     today = datetime.now(GOVERNANCE_TZ).date()
     month, year = today - timedelta(days=29), today - timedelta(days=364)
-    calls: dict[str, Callable[[Any, Principal], Any]] = {
-        "distribution person by region": lambda s, a: statistics.distribution(
+    # Each call gets the run's number: hot spots shift their period by it, so that every run
+    # computes (answers from the aggregate are kept until its next refresh: "repeated").
+    calls: dict[str, Callable[[Any, Principal, int], Any]] = {
+        "distribution person by region": lambda s, a, i: statistics.distribution(
             s, actor=a, subject="person"),
-        "distribution events by region (30 d)": lambda s, a: statistics.distribution(
+        "distribution events by region (30 d)": lambda s, a, i: statistics.distribution(
             s, actor=a, subject="event", date_from=month),
-        "distribution events by type (365 d)": lambda s, a: statistics.distribution(
+        "distribution events by type (365 d)": lambda s, a, i: statistics.distribution(
             s, actor=a, subject="event", by="category", date_from=year),
-        "trend events by day (30 d)": lambda s, a: statistics.trend(
+        "trend events by day (30 d)": lambda s, a, i: statistics.trend(
             s, actor=a, subject="event", date_from=month),
-        "trend events by month (365 d)": lambda s, a: statistics.trend(
+        "trend events by month (365 d)": lambda s, a, i: statistics.trend(
             s, actor=a, subject="event", unit="month", date_from=year),
-        "ranking events per 1,000 (30 d)": lambda s, a: statistics.ranking(
+        "ranking events per 1,000 (30 d)": lambda s, a, i: statistics.ranking(
             s, actor=a, subject="event", date_from=month),
-        "region table (children, 30 d)": lambda s, a: list(statistics.region_table(
+        "region table (children, 30 d)": lambda s, a, i: list(statistics.region_table(
             s, actor=a, date_from=month)),
-        "hotspots r8 (30 d)": lambda s, a: statistics.hotspots(
+        "hotspots r8 (30 d)": lambda s, a, i: statistics.hotspots(
+            s, actor=a, resolution=8, date_from=month - timedelta(days=i + 1),
+            date_to=today - timedelta(days=i + 1)),
+        "hotspots r8 (30 d), repeated": lambda s, a, i: statistics.hotspots(
             s, actor=a, resolution=8, date_from=month),
+        "hotspots r8 (30 d), counted live": live_hotspots(month),
     }
     print(f"statistics ({runs} runs each, app role, one transaction each):")
     for label, actor in actors.items():
         for name, call in calls.items():
-            def run(_: int, call: Callable[[Any, Principal], Any] = call,
+            def run(i: int, call: Callable[[Any, Principal, int], Any] = call,
                     actor: Principal = actor) -> None:
                 with scoped_session(engine, actor.scope) as s:
-                    call(s, actor)
+                    call(s, actor, i)
             try:
-                run(0)
+                run(runs)
             except Exception as exc:  # noqa: BLE001 - report and go on with the others
                 print(f"  {name}, {label}: {type(exc).__name__}: {exc}")
                 continue
             print(line(f"{name}, {label}", timed(run, range(runs)), hi=99))
+
+
+def live_hotspots(since: Any) -> Callable[[Any, Principal, int], Any]:
+    """Return a call of hot spots with the events counted live (as before 0095)."""
+    def call(s: Any, a: Principal, i: int) -> Any:
+        saved = statistics.HEAT_SOURCES["event"]
+        statistics.HEAT_SOURCES["event"] = replace(saved, daily=None)
+        try:
+            return statistics.hotspots(s, actor=a, resolution=8, date_from=since)
+        finally:
+            statistics.HEAT_SOURCES["event"] = saved
+    return call
 
 
 def refresh(engine: Engine) -> None:
@@ -269,6 +339,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--skip-refresh", action="store_true",
+                    help="keep the aggregate tables as they are (refreshed by an earlier run)")
+    ap.add_argument("--skip-statistics", action="store_true")
     args = ap.parse_args()
     info, _ = EmbeddedCluster(Path(args.data_dir)).start()
     migrate.migrate(info.url(OWNER_ROLE))
@@ -284,8 +357,11 @@ def main() -> None:
     print("rows:", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     city = Principal(None, "bench-city", ("",), READ_ALL)
     town = Principal(None, "bench-township", (township,), READ_ALL)
-    refresh(engine)
+    if not args.skip_refresh:
+        refresh(engine)
     bench_search(engine, {"city": city, "township": town}, args.queries)
+    if args.skip_statistics:
+        return
     county = township.rsplit(".", 1)[0]
     bench_statistics(engine, {
         "city": Principal(None, "bench-city", (county.split(".")[0],), READ_ALL),

@@ -35,7 +35,9 @@ def parse_near(lon: float | None, lat: float | None) -> tuple[float, float] | No
 @router.get("/search", summary="统一搜索: one query across every kind you may read")
 def search_everything(
     user: CurrentUser, session: SessionDep, crypto: CryptoDep,
-    q: Annotated[str, Query(max_length=1000, description="2 to 64 characters")] = "",
+    q: Annotated[str, Query(max_length=1000,
+                            description="2 to 64 characters; Latin letters match pinyin too")]
+    = "",
     kinds: Annotated[str | None, Query(description="comma-separated, e.g. region,building")]
     = None,
     lon: float | None = None, lat: float | None = None,
@@ -48,7 +50,8 @@ def search_everything(
 
     Each feature has ``properties.kind``, ``title``, ``subtitle``, ``score`` and ``match``;
     regions and grids carry ``code``, other kinds ``object_code``. Persons are masked. An
-    18-digit ID number finds its person exactly (blind index).
+    18-digit ID number finds its person exactly (blind index); Latin letters also match the
+    pinyin of names (``wmjd`` or ``wumajiedao`` → 五马街道; ``match`` is then ``pinyin``).
     """
     result = search.search(
         session, actor=user, q=q, kinds=parse_kinds(kinds), near=parse_near(lon, lat),

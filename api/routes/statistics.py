@@ -88,7 +88,10 @@ def hotspots(user: Reader, session: SessionDep, region_code: str | None = None,
              resolution: Annotated[int, Query(ge=7, le=9)] = 8,
              limit: Annotated[int, Query(ge=1, le=2000)] = 200,
              source: str = "event") -> dict[str, Any]:
-    """Return cells with z-scores (hot/cold at 90/95/99 %) and the cells that changed most."""
+    """Return cells with z-scores (hot/cold at 90/95/99 %) and the cells that changed most.
+
+    Event counts come from the refreshed cell aggregate (as of ``refreshed_at``).
+    """
     return statistics.hotspots(session, actor=user, region_code=region_code,
                                date_from=date_from, date_to=date_to, event_type=event_type,
                                resolution=resolution, limit=limit, source=source)

@@ -23,7 +23,7 @@ def objects(session: Session) -> Any:
 
 @registry.every("statistics.events", 5 * 60)
 def events(session: Session) -> Any:
-    """Recount the days of events reported or changed since the last run."""
+    """Recount the days (and their H3 cells) of events reported or changed since the last run."""
     return refresh_events(session)
 
 

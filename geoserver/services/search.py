@@ -8,15 +8,23 @@ How a query runs:
   meaningless page it is refused: the web client waits for the second character.
 - Text: the database cuts the query into character bigrams (``search_bigrams``, the function
   behind the ``search_grams`` columns) and each kind's branch keeps the rows whose bigrams
-  contain them (GIN). Identifiers also go to exact lookups: an 18-digit (or 15-digit) ID
-  number to the person blind index, a USCC to enterprises and organizations, anything
-  code-shaped to the code columns. When all that finds fewer than FUZZY_BELOW candidates, a
+  contain them (GIN). Only the rare bigrams go into the index condition (index_grams, from
+  ANALYZE's element statistics); the common ones are checked on the rows those find, which
+  spares reading posting lists as long as the table. Identifiers also go to exact lookups: an
+  18-digit (or 15-digit) ID number to the person blind index, a USCC to enterprises and
+  organizations, anything code-shaped to the code columns. When all that finds nothing, a
   query of three or more characters is tried for trigram-similar names (``%``, pg_trgm's
   GIN) — typo tolerance, given FUZZY_BUDGET_MS at most.
+- Pinyin: a query of Latin letters only (spaces ignored, 2+ letters) also matches the
+  ``search_pinyin`` columns (initials and full spelling of every reading, written by the
+  database: 0095.search_pinyin.sql) of regions, grids, buildings, places, enterprises and
+  organizations: "wmjd" and "wumajiedao" find 五马街道. Two letters match the start of a
+  variant only ("wm"), three or more anywhere in it (pg_trgm's GIN).
 - Every branch is index-backed and LIMITed (``POOL`` candidates per kind; the nearest first
   when a map centre is given), the branches run as one UNION ALL, and the candidates are
   ranked here: text match first (exact 1.0 > prefix 0.8–0.95 > contains 0.55–0.75 > bigram
-  overlap share or trigram similarity, at most 0.5), then closeness to the map centre
+  overlap share or trigram similarity, at most 0.5; pinyin: a whole variant 0.9 > its start
+  0.7–0.85 > inside it 0.5–0.65), then closeness to the map centre
   (``1 / (1 + d / 1 km)``, weighted 0.2 against 0.8 for the text when a centre is given).
 - Scope is RLS plus ``actor.covers(path)`` on every hit; each kind needs its read permission
   (kinds the actor may not read are left out, silently); persons need their special-population
@@ -30,6 +38,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+import time
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,10 +72,19 @@ MAX_LIMIT = 50
 POOL = 100
 #: Typo tolerance (trigram similarity) runs only when the exact and bigram branches found fewer
 #: candidates than this, for queries of at least FUZZY_MIN_LENGTH characters, and only if it
-#: answers within FUZZY_BUDGET_MS ("where cheap").
-FUZZY_BELOW = 5
+#: answers within FUZZY_BUDGET_MS ("where cheap"). Only when they found nothing: a query whose
+#: own characters found a few names typed them right, and a third of 8-character queries
+#: would otherwise pay for the pass (up to the budget) to add near misses below them.
+FUZZY_BELOW = 1
 FUZZY_MIN_LENGTH = 3
-FUZZY_BUDGET_MS = 100
+FUZZY_BUDGET_MS = 50
+#: A bigram found in at most this share of a table's rows is "rare": it joins the rarest one in
+#: the GIN condition (at most MAX_INDEX_GRAMS of them); commoner ones are checked on the rows.
+RARE_GRAM = 0.02
+MAX_INDEX_GRAMS = 3
+#: How long the bigram statistics are kept in memory (ANALYZE changes them slowly).
+GRAM_STATS_TTL_S = 600.0
+_PINYIN = re.compile(r"^[a-z]{2,64}$")
 #: Document types an ID-number-shaped query is tried as (passports are not searched: almost
 #: any short string has a passport's shape).
 _ID_TYPES = (DocumentType.RESIDENT_ID, DocumentType.HMT_RESIDENCE_PERMIT,
@@ -109,35 +128,43 @@ class Source:
     exact: Mapping[str, str] = field(default_factory=dict)
     #: The locus belongs to the table itself (GiST KNN ordering works), not to a join.
     knn: bool = True
+    #: Whether the source has a search_pinyin column (names people type in pinyin).
+    pinyin: bool = False
+
+    @property
+    def relation(self) -> str:
+        """Return the searched table's name (without joins)."""
+        return self.table.split()[0]
 
 
 SOURCES: dict[str, Source] = {s.kind: s for s in (
     Source("region", "区划", "region.read", _REGION_FROM, "t.name",
            f"concat_ws(' · ', {_LEVEL}, p.name)", _REGION_SHAPE, "t.geom",
            where="t.valid_to IS NULL AND t.level NOT IN ('grid', 'micro_grid')",
-           fuzzy="t.name", exact={"code": "t.code"}),
+           fuzzy="t.name", exact={"code": "t.code"}, pinyin=True),
     Source("grid", "网格", "region.read", _REGION_FROM, "t.name",
            f"concat_ws(' · ', {_LEVEL}, p.name)", _REGION_SHAPE, "t.geom",
            where="t.valid_to IS NULL AND t.level IN ('grid', 'micro_grid')",
-           fuzzy="t.name", exact={"code": "t.code"}),
+           fuzzy="t.name", exact={"code": "t.code"}, pinyin=True),
     Source("standard_address", "标准地址", "address.read", "standard_address t", "t.full_text",
            "concat_ws(' · ', CASE t.level WHEN 'door' THEN '门牌' WHEN 'building' THEN '楼栋' "
            "WHEN 'unit' THEN '单元' ELSE '户室' END, t.code)", "t.geom", "t.geom",
            exact={"code": "t.code"}),
     Source("building", "建筑物", "building.read", "building t", "coalesce(t.name, t.code)",
            "concat_ws(' · ', t.category::text, t.floors || '层', t.code)", "t.geom", "t.geom",
-           fuzzy="t.name", exact={"code": "t.code"}),
+           fuzzy="t.name", exact={"code": "t.code"}, pinyin=True),
     Source("key_place", "重点场所", "place.read", "key_place t", "t.name",
-           "concat_ws(' · ', t.category, t.address)", "t.geom", "t.geom", fuzzy="t.name"),
+           "concat_ws(' · ', t.category, t.address)", "t.geom", "t.geom", fuzzy="t.name",
+           pinyin=True),
     Source("city_component", "城市部件", "place.read", "city_component t",
            "t.category || ' ' || t.code", "concat_ws(' · ', t.status::text, t.owner_department)",
            "t.geom", "t.geom", grams=False, exact={"code": "t.code"}),
     Source("enterprise", "企业", "enterprise.read", "enterprise t", "t.name",
            "concat_ws(' · ', t.industry, t.uscc, t.address)", "t.geom", "t.geom",
-           fuzzy="t.name", exact={"uscc": "t.uscc"}),
+           fuzzy="t.name", exact={"uscc": "t.uscc"}, pinyin=True),
     Source("organization", "组织机构", "enterprise.read", "organization t", "t.name",
            "concat_ws(' · ', t.category, t.address)", "t.geom", "t.geom", fuzzy="t.name",
-           exact={"uscc": "t.uscc"}),
+           exact={"uscc": "t.uscc"}, pinyin=True),
     # Persons have no geometry of their own: they are shown at their building, if any.
     Source("person", "实有人口", "person.read",
            "person t LEFT JOIN residence r ON r.id = t.residence_id "
@@ -191,6 +218,10 @@ class _Plan:
     special: frozenset[str]
     #: The caller's scope paths, repeated as an indexable condition ("" = everything).
     scope: tuple[str, ...] = ()
+    #: The LIKE pattern for the search_pinyin columns (None: not a pinyin query).
+    pinyin: str | None = None
+    #: Per table, the bigrams of ``grams`` that go into the GIN condition (all when absent).
+    index_grams: Mapping[str, list[str]] = field(default_factory=dict)
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -283,6 +314,74 @@ def identifiers(query: str, crypto: PersonalDataCrypto | None) -> dict[str, Any]
     return found
 
 
+def pinyin_pattern(query: str) -> str | None:
+    """Return the LIKE pattern a query of Latin letters stands for in pinyin, else None.
+
+    Spaces are ignored ("wm jd" is wmjd). Two letters match the start of a variant
+    (``% wm%``: every variant follows a space), more anywhere inside one (``%wmjd%``); two
+    letters anywhere would match most names.
+    """
+    letters = "".join(query.split()).lower()
+    if not _PINYIN.match(letters):
+        return None
+    return f"% {letters}%" if len(letters) == 2 else f"%{letters}%"
+
+
+# --- bigram statistics --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GramStats:
+    """How common the frequent bigrams of one table's search_grams are (ANALYZE's sample)."""
+
+    rows: float
+    #: The smallest share listed: a bigram not listed is rarer than this.
+    floor: float
+    shares: Mapping[str, float]
+
+    def share(self, gram: str) -> float:
+        """Return the share of rows holding a bigram (half the floor when it is not listed)."""
+        return self.shares.get(gram, self.floor / 2)
+
+
+def index_grams(grams: Sequence[str], stats: GramStats | None) -> list[str]:
+    """Return the bigrams worth reading from the GIN index; the rest are checked on the rows.
+
+    GIN reads the posting list of every bigram in the condition. An 8-character query has 7,
+    and 网格 is in every event's title: intersecting it costs ~20× the rare bigram alone. So
+    only the rarest bigram goes in, with up to MAX_INDEX_GRAMS - 1 more that are themselves
+    rare (≤ RARE_GRAM of the rows). Without statistics (never analysed): all of them.
+    """
+    if stats is None or len(grams) < 2:
+        return list(grams)
+    ordered = sorted(grams, key=lambda g: (stats.share(g), g))
+    chosen = ordered[:1] + [g for g in ordered[1:MAX_INDEX_GRAMS]
+                            if stats.share(g) <= RARE_GRAM]
+    return sorted(chosen)
+
+
+_GRAM_STATS: dict[str, tuple[float, dict[str, GramStats]]] = {}
+_GRAM_STATS_LOCK = threading.Lock()
+
+
+def gram_stats(session: Session) -> Mapping[str, GramStats]:
+    """Return the bigram statistics of every table with search_grams, cached per database."""
+    key = str(session.connection().engine.url)  # the password is masked; the database is not
+    now = time.monotonic()
+    cached = _GRAM_STATS.get(key)
+    if cached is not None and now - cached[0] < GRAM_STATS_TTL_S:
+        return cached[1]
+    stats: dict[str, GramStats] = {}
+    for row in session.execute(text(
+            "SELECT tbl, rows, grams, freqs FROM gridgov_meta.search_gram_stats()")):
+        shares = dict(zip(row.grams, row.freqs, strict=False))  # freqs has 3 more: min, max…
+        if shares:
+            stats[row.tbl] = GramStats(float(row.rows), min(shares.values()), shares)
+    with _GRAM_STATS_LOCK:
+        _GRAM_STATS[key] = (now, stats)
+    return stats
+
+
 # --- ranking ----------------------------------------------------------------------------------
 
 
@@ -319,6 +418,25 @@ def text_score(title: str, query: str, similarity: float = 0.0) -> tuple[float, 
     wanted = _bigrams(query)
     share = len(wanted & _bigrams(title)) / len(wanted) if wanted else 0.0
     return 0.5 * max(share, similarity), "fuzzy"
+
+
+def pinyin_score(pinyin: str | None, query: str) -> tuple[float, str]:
+    """Score how well a query matches a search_pinyin value in [0, 0.9], named "pinyin".
+
+    A whole variant 0.9; its start 0.7 + 0.15 × coverage; inside it 0.5 + 0.15 × coverage
+    (coverage = query length / variant length); no variant holds it: 0.
+    """
+    q = "".join(query.split()).lower()
+    best = 0.0
+    for variant in (pinyin or "").split():
+        coverage = min(1.0, len(q) / len(variant))
+        if variant == q:
+            best = max(best, 0.9)
+        elif variant.startswith(q):
+            best = max(best, 0.7 + 0.15 * coverage)
+        elif q in variant:
+            best = max(best, 0.5 + 0.15 * coverage)
+    return best, "pinyin"
 
 
 def proximity(distance_m: float | None) -> float:
@@ -358,7 +476,8 @@ def _filters(src: Source, plan: _Plan) -> list[str]:
     return clauses
 
 
-def _select(src: Source, plan: _Plan, match: str, tag: str, limit: str) -> str:
+def _select(src: Source, plan: _Plan, match: str, tag: str, limit: str,
+            pinyin: str = "NULL::text") -> str:
     """Return one branch: the candidates' ranking columns (details come later, for the page)."""
     near = plan.point is not None and src.locus is not None
     distance = (f"ST_Distance({src.locus}::geography, {_POINT}::geography)" if near
@@ -367,7 +486,8 @@ def _select(src: Source, plan: _Plan, match: str, tag: str, limit: str) -> str:
     where = " AND ".join([f"({match})", *_filters(src, plan)])
     return (f"(SELECT '{src.kind}' AS kind, '{tag}' AS tag, t.id, "
             f"{_code_column(src)} AS code, {src.title} AS title, t.path::text AS path, "
-            f"similarity({src.title}, :q) AS sim, {distance} AS distance_m "
+            f"similarity({src.title}, :q) AS sim, {distance} AS distance_m, "
+            f"{pinyin} AS pinyin "
             f"FROM {src.table} WHERE {where}{order} LIMIT {limit})")
 
 
@@ -393,7 +513,13 @@ def _code_column(src: Source) -> str:
 def _text_match(src: Source, plan: _Plan) -> str | None:
     if not src.grams or not plan.grams:
         return None
-    return "t.search_grams @> CAST(:grams AS text[])"
+    rare = plan.index_grams.get(src.relation)
+    if rare is None or len(rare) == len(plan.grams):
+        return "t.search_grams @> CAST(:grams AS text[])"
+    # `||` hides the full containment from the planner: otherwise it would put every bigram
+    # into the index condition again. The rows the rare ones find are checked for all.
+    return (f"t.search_grams @> CAST(:grams_{src.relation} AS text[]) "
+            "AND (t.search_grams || CAST('{}' AS text[])) @> CAST(:grams AS text[])")
 
 
 def _exact_match(src: Source, plan: _Plan) -> str | None:
@@ -415,6 +541,9 @@ def statement(plan: _Plan) -> str | None:
         match = _text_match(src, plan)
         if match:
             branches.append(_select(src, plan, match, "text", ":pool"))
+        if src.pinyin and plan.pinyin:
+            branches.append(_select(src, plan, "t.search_pinyin LIKE :pinyin", "pinyin",
+                                    ":pool", pinyin="t.search_pinyin"))
     return " UNION ALL ".join(branches) if branches else None
 
 
@@ -429,7 +558,9 @@ def fuzzy_statement(plan: _Plan) -> str | None:
 
 def _params(plan: _Plan) -> dict[str, Any]:
     params: dict[str, Any] = {"q": plan.query, "grams": plan.grams, "pool": POOL,
-                              "special": sorted(plan.special), **plan.identifiers}
+                              "special": sorted(plan.special), "pinyin": plan.pinyin,
+                              **plan.identifiers}
+    params.update({f"grams_{table}": grams for table, grams in plan.index_grams.items()})
     if plan.point is not None:
         params.update(x=plan.point[0], y=plan.point[1])
     if plan.envelope is not None:
@@ -544,8 +675,11 @@ def _plan(session: Session, actor: Principal, q: str | None, kinds: Iterable[str
     if envelope is not None and not _meets_visible_region(session, envelope):
         return None
     scope = () if "" in actor.scope else tuple(actor.scope)
+    stats = gram_stats(session) if len(grams) > 1 else {}
+    rare = {src.relation: index_grams(grams, stats.get(src.relation))
+            for src in sources if src.grams and src.relation in stats}
     return _Plan(query, grams, found, sources, point, envelope, region_path,
-                 actor.special_categories, scope)
+                 actor.special_categories, scope, pinyin_pattern(query), rare)
 
 
 def _query_grams(session: Session, query: str) -> list[str]:
@@ -584,6 +718,8 @@ def rank(rows: Iterable[Mapping[Any, Any]], query: str, *, near: bool,
             continue
         if row["tag"] == "exact":
             part, match = 1.0, "exact"
+        elif row["tag"] == "pinyin":
+            part, match = pinyin_score(row["pinyin"], query)
         else:
             part, match = text_score(row["title"] or "", query, float(row["sim"] or 0.0))
         hit = _hit(row, combined_score(part, row["distance_m"], near), match)
@@ -628,8 +764,9 @@ def _hit(row: Mapping[Any, Any], score: float, match: str) -> Hit:
 def _truncated(rows: Sequence[Mapping[Any, Any]]) -> bool:
     counts: dict[str, int] = {}
     for row in rows:
-        if row["tag"] == "text":
-            counts[row["kind"]] = counts.get(row["kind"], 0) + 1
+        if row["tag"] != "exact":
+            key = f"{row['kind']}:{row['tag']}"
+            counts[key] = counts.get(key, 0) + 1
     return any(n >= POOL for n in counts.values())
 
 

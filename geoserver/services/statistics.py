@@ -16,7 +16,9 @@ Rules:
 - Rankings (通报排名) follow the aggregate visibility rule: the caller names a region of their
   own, and ``gridgov_meta.peer_totals`` (SECURITY DEFINER) returns that region's and its
   siblings' totals, and nothing else, whatever the caller's scope.
-- Hot spots are computed live from the rows' stored H3 cells (see geoserver.domain.hotspots).
+- Hot spots of events count ``stat_event_cell_daily`` (events per day, path, type and H3
+  cell, refreshed with the other event aggregates); of buildings, the rows' stored H3 cells
+  live. The Gi* statistic itself is geoserver.domain.hotspots.
 """
 
 from __future__ import annotations
@@ -581,11 +583,14 @@ class HeatSource:
     permission: str
     where: str = "true"
     type_column: str | None = None
+    #: The aggregate the job runner keeps of it (day, path, event_type_id, h3_r7/8/9, n), if
+    #: any; counted live from ``table`` otherwise.
+    daily: str | None = None
 
 
 HEAT_SOURCES = {
     "event": HeatSource("event", "reported_at", "event.read", "state <> 'merged'",
-                        "event_type_id"),
+                        "event_type_id", daily="stat_event_cell_daily"),
     "building": HeatSource("building", "created_at", "building.read"),
 }
 
@@ -605,8 +610,10 @@ def hotspots(
     """Return Gi* hot and cold spots on H3 cells for a period, and the cells that changed most.
 
     The study area is every cell whose centre lies in the region (plus any cell holding
-    rows); counts are live, under the caller's scope. ``changes`` compares each cell with the
+    rows); counts are under the caller's scope, from the aggregate table for events (as fresh
+    as ``refreshed_at``) and live for buildings. ``changes`` compares each cell with the
     period of the same length just before. Returns a FeatureCollection of cell hexagons.
+    Answers from the aggregate are kept until it is refreshed again (see _HOT_CACHE).
     """
     heat = HEAT_SOURCES.get(source)
     if heat is None:
@@ -621,34 +628,81 @@ def hotspots(
     area = resolve_area(session, actor, region_code)
     period = make_period(date_from, date_to, max_days=366)
     types = event_type_ids(session, event_type) if heat.type_column else None
-    now = cell_counts(session, heat, resolution, period, area.path, types)
-    before = cell_counts(session, heat, resolution, period.previous(), area.path, types)
+    fresh = refreshed_at(session, "event") if heat.daily else None
+    key = _hot_key(session, actor, area, fresh,
+                   (source, resolution, period, tuple(types or ()), limit))
+    cached = _HOT_CACHE.get(key) if key is not None else None
+    if cached is not None:
+        return dict(cached)
+    now, before = cell_counts(session, heat, resolution, period, area.path, types)
     study = study_area(session, area, resolution).including(set(now) | set(before))
     grid = _Grid(study, study.values(now), study.values(before))
-    return {"type": "FeatureCollection", "source": source, "region": area.as_dict(),
-            "resolution": resolution, "period": period.as_dict(),
-            "previous_period": period.previous().as_dict(), "study_cells": len(study.cells),
-            "total": int(grid.now.sum()), "mean": round(float(grid.now.mean()), 4),
-            "features": [_feature(grid.props(i), study.cells[i]) for i in grid.hot(limit)],
-            "changes": [grid.props(i) for i in grid.changed(min(limit, 50))],
-            "refreshed_at": datetime.now(GOVERNANCE_TZ)}
+    out = {"type": "FeatureCollection", "source": source, "region": area.as_dict(),
+           "resolution": resolution, "period": period.as_dict(),
+           "previous_period": period.previous().as_dict(), "study_cells": len(study.cells),
+           "total": int(grid.now.sum()), "mean": round(float(grid.now.mean()), 4),
+           "features": [_feature(grid.props(i), study.cells[i]) for i in grid.hot(limit)],
+           "changes": [grid.props(i) for i in grid.changed(min(limit, 50))],
+           "refreshed_at": fresh or datetime.now(GOVERNANCE_TZ)}
+    if key is not None:
+        with _STUDY_LOCK:
+            if len(_HOT_CACHE) >= 32:
+                _HOT_CACHE.pop(next(iter(_HOT_CACHE)))  # the oldest entry
+            _HOT_CACHE[key] = out
+    return dict(out)
+
+
+#: Hot spots computed from the aggregate, by everything they depend on. The aggregate changes
+#: only when it is refreshed, which moves ``refreshed_at`` (part of the key): the cockpit's
+#: repeated city-wide view (a scan of every event of two periods) is then computed once per
+#: refresh. Counted live (buildings) or never refreshed: not kept.
+_HOT_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _hot_key(session: Session, actor: Principal, area: Area, fresh: datetime | None,
+             request: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Return the cache key of a hot-spot answer (None: not to be kept)."""
+    if fresh is None:
+        return None
+    version = session.execute(text("SELECT version FROM region WHERE code = :c "
+                                   "AND valid_to IS NULL"), {"c": area.code}).scalar()
+    return (str(session.connection().engine.url), fresh, area.code, area.path, version,
+            tuple(sorted(actor.scope)), *request)
 
 
 def cell_counts(session: Session, heat: HeatSource, resolution: int, period: Period,
-                path: str, types: Sequence[int] | None) -> dict[int, int]:
-    """Return rows per H3 cell at a resolution in a period under a path (caller's scope)."""
+                path: str, types: Sequence[int] | None) -> tuple[dict[int, int], dict[int, int]]:
+    """Return rows per H3 cell under a path (caller's scope) in a period and the one before.
+
+    One pass over both periods: from the daily aggregate when the source has one, else live.
+    """
     if resolution not in HOTSPOT_RESOLUTIONS:  # formatted into SQL below: whitelist it
         raise InvalidInput("resolution must be 7, 8 or 9", field="resolution")
     column = f"h3_r{resolution}"
     cond = f" AND {heat.type_column} = ANY (:types)" if types is not None and heat.type_column \
         else ""
-    lo, hi = period.bounds()
-    rows = session.execute(text(
-        f"SELECT {column} AS cell, count(*) AS n FROM {heat.table} "
-        f"WHERE {heat.time_column} >= :lo AND {heat.time_column} < :hi "
-        f"AND path <@ CAST(:path AS ltree) AND {column} IS NOT NULL AND {heat.where}{cond} "
-        "GROUP BY 1"), {"lo": lo, "hi": hi, "path": path, "types": list(types or [])}).all()
-    return {int(r.cell): int(r.n) for r in rows}
+    params: dict[str, Any] = {"path": path, "types": list(types or [])}
+    if heat.daily:
+        params.update(lo=period.previous().start, mid=period.start, hi=period.end)
+        sql = (f"SELECT {column}, sum(n) FILTER (WHERE day >= :mid), "
+               f"sum(n) FILTER (WHERE day < :mid) FROM {heat.daily} "
+               f"WHERE day BETWEEN :lo AND :hi AND path <@ CAST(:path AS ltree){cond} GROUP BY 1")
+    else:
+        t = heat.time_column
+        params.update(lo=period.previous().bounds()[0], mid=period.bounds()[0],
+                      hi=period.bounds()[1])
+        sql = (f"SELECT {column}, count(*) FILTER (WHERE {t} >= :mid), "
+               f"count(*) FILTER (WHERE {t} < :mid) FROM {heat.table} "
+               f"WHERE {t} >= :lo AND {t} < :hi AND path <@ CAST(:path AS ltree) "
+               f"AND {column} IS NOT NULL AND {heat.where}{cond} GROUP BY 1")
+    now: dict[int, int] = {}
+    before: dict[int, int] = {}
+    for cell, n_now, n_before in session.execute(text(sql), params).all():
+        if n_now:
+            now[int(cell)] = int(n_now)
+        if n_before:
+            before[int(cell)] = int(n_before)
+    return now, before
 
 
 @dataclass(frozen=True)
@@ -785,6 +839,15 @@ _EVENT_INSERT = (
     "WHERE state <> 'merged' {cond} GROUP BY 1, 2, 3")
 
 
+_CELL_INSERT = (
+    "INSERT INTO stat_event_cell_daily (day, path, event_type_id, h3_r9, h3_r8, h3_r7, n) "
+    "SELECT " + _DAY.format(col="reported_at") + ", path, event_type_id, h3_r9, h3_r8, h3_r7, "
+    "count(*) FROM event WHERE state <> 'merged' AND h3_r9 IS NOT NULL AND h3_r8 IS NOT NULL "
+    "AND h3_r7 IS NOT NULL {cond} GROUP BY 1, 2, 3, 4, 5, 6")
+#: The tables recounted per day of report, and how.
+_EVENT_DAY_TABLES = (("stat_event_daily", _EVENT_INSERT), ("stat_event_cell_daily", _CELL_INSERT))
+
+
 _MONTH_INSERT = (
     "INSERT INTO stat_event_monthly (month, path, event_type_id, reported, closed) "
     "SELECT date_trunc('month', day)::date, subpath(path, 0, least(nlevel(path), 3)), "
@@ -793,35 +856,46 @@ _MONTH_INSERT = (
 
 def refresh_events(session: Session, *, full: bool = False,
                    margin: timedelta = timedelta(minutes=10)) -> dict[str, Any]:
-    """Recount events per day, path and type, and roll the days up into months.
+    """Recount events per day, path and type (and H3 cell), and roll the days up into months.
 
     All days, or only the days of events changed since the last refresh (less ``margin``, for
-    transactions that committed late) and the months holding them.
+    transactions that committed late) and the months holding them. ``rows`` counts the rows
+    written to stat_event_daily, ``cell_rows`` those to stat_event_cell_daily.
     """
     last = session.execute(text("SELECT started_at FROM stat_refresh WHERE name = 'events'")
                            ).scalar()
     started = _begin_refresh(session)
+    written = dict.fromkeys((table for table, _ in _EVENT_DAY_TABLES), 0)
     if full or last is None:
-        session.execute(text("DELETE FROM stat_event_daily"))
+        days: list[date] | None = None
         session.execute(text("DELETE FROM stat_event_monthly"))
-        written = session.execute(text(_EVENT_INSERT.format(cond=""))).rowcount  # type: ignore[attr-defined]
+        for table, insert in _EVENT_DAY_TABLES:
+            session.execute(text(f"DELETE FROM {table}"))
+            written[table] += session.execute(text(insert.format(cond=""))).rowcount  # type: ignore[attr-defined]
         session.execute(text(_MONTH_INSERT.format(cond="")))
-        return _finish_refresh(session, "events", started, written, days=None)
-    days = sorted(session.execute(text(
-        "SELECT DISTINCT " + _DAY.format(col="reported_at") + " FROM event "
-        "WHERE updated_at >= :since"), {"since": last - margin}).scalars().all())
-    written = 0
-    for day in days:
-        lo, hi = Period(day, day).bounds()
-        session.execute(text("DELETE FROM stat_event_daily WHERE day = :d"), {"d": day})
-        written += session.execute(text(_EVENT_INSERT.format(
+    else:
+        days = sorted(session.execute(text(
+            "SELECT DISTINCT " + _DAY.format(col="reported_at") + " FROM event "
+            "WHERE updated_at >= :since"), {"since": last - margin}).scalars().all())
+        for day in days:
+            _recount_day(session, day, written)
+        for month in sorted({d.replace(day=1) for d in days}):
+            session.execute(text("DELETE FROM stat_event_monthly WHERE month = :m"),
+                            {"m": month})
+            session.execute(text(_MONTH_INSERT.format(cond="WHERE day >= :m AND day < :n")),
+                            {"m": month, "n": _next_month(month)})
+    return _finish_refresh(session, "events", started, written["stat_event_daily"],
+                           days=None if days is None else len(days),
+                           cell_rows=written["stat_event_cell_daily"])
+
+
+def _recount_day(session: Session, day: date, written: dict[str, int]) -> None:
+    lo, hi = Period(day, day).bounds()
+    for table, insert in _EVENT_DAY_TABLES:
+        session.execute(text(f"DELETE FROM {table} WHERE day = :d"), {"d": day})
+        written[table] += session.execute(text(insert.format(
             cond="AND reported_at >= :lo AND reported_at < :hi")),
             {"lo": lo, "hi": hi}).rowcount  # type: ignore[attr-defined]
-    for month in sorted({d.replace(day=1) for d in days}):
-        session.execute(text("DELETE FROM stat_event_monthly WHERE month = :m"), {"m": month})
-        session.execute(text(_MONTH_INSERT.format(cond="WHERE day >= :m AND day < :n")),
-                        {"m": month, "n": _next_month(month)})
-    return _finish_refresh(session, "events", started, written, days=len(days))
 
 
 def _begin_refresh(session: Session) -> datetime:

@@ -142,6 +142,8 @@ def test_search_by_id_number_is_exact_and_masked(http, commander, owner) -> None
     ({"q": "鼓楼", "bbox": "120.7,28.0"}, "bbox"), ({"q": "鼓楼", "lon": 120.6}, "lat"),
     ({"q": "鼓楼", "limit": 500}, "limit"), ({"q": "鼓楼", "lon": 28.0, "lat": 120.6}, "near"),
     ({"q": "鼓\x00楼"}, "q"), ({"q": "鼓楼", "region_code": "33'; --"}, "region_code"),
+    ({"q": "x" * 5000}, "q"), ({"q": "a"}, "q"), ({"q": "——！"}, "q"), ({"q": "五 马"}, "q"),
+    ({"q": "鼓楼", "kinds": "region", "bbox": "120.7,28.1,120.6,28.0"}, "bbox"),
 ])
 def test_search_bad_input_is_422(http, commander, params, field) -> None:
     _problem(http.get("/api/v1/search", params=params, headers=commander.headers), 422, field)
@@ -152,6 +154,32 @@ def test_search_bbox_elsewhere_is_empty_and_anonymous_is_401(http, commander) ->
                     headers=commander.headers)
     assert resp.status_code == 200 and resp.json()["features"] == []
     _problem(http.get("/api/v1/search", params={"q": "鼓楼"}), 401)
+
+
+def test_search_by_pinyin_initials(http, commander) -> None:
+    for q in ("wmjd", "WuMaJieDao"):
+        fc = http.get("/api/v1/search", params={"q": q}, headers=commander.headers).json()
+        first = fc["features"][0]["properties"]
+        assert (first["title"], first["match"], first["code"]) == ("五马街道", "pinyin", WUMA)
+    # 滨江街道 is another township's: its pinyin finds nothing either.
+    fc = http.get("/api/v1/search", params={"q": "bjjd", "kinds": "region"},
+                  headers=commander.headers).json()
+    assert fc["features"] == []
+
+
+def test_nearby_elsewhere_shows_nothing_and_bad_radius_is_422(http, commander, owner) -> None:
+    with owner.connect() as conn:
+        x, y = conn.execute(text(
+            "SELECT ST_X(label_point), ST_Y(label_point) FROM region WHERE code = '330302024' "
+            "AND valid_to IS NULL")).one()
+    fc = http.get("/api/v1/nearby", params={"lon": x, "lat": y, "crs": "CGCS2000",
+                                            "radius_m": 500}, headers=commander.headers).json()
+    assert fc["features"] == [] and fc["grid"] is None
+    assert {r["code"] for r in fc["regions"]} <= {"330300", "330302"}  # not 滨江's own
+    for radius in (0, 2001, "far"):
+        _problem(http.get("/api/v1/nearby", params={"lon": x, "lat": y, "crs": "CGCS2000",
+                                                    "radius_m": radius},
+                          headers=commander.headers), 422, "radius_m")
 
 
 def test_viewer_finds_regions_only(http, viewer) -> None:

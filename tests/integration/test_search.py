@@ -10,7 +10,14 @@ from geoserver.domain.principal import SYSTEM, Principal
 from geoserver.errors import InvalidInput
 from geoserver.security.crypto import crypto_from_settings
 from geoserver.services.persons import DOCUMENT_CONTEXT
-from geoserver.services.search import nearby, search, to_feature_collection
+from geoserver.services.search import (
+    GramStats,
+    index_grams,
+    nearby,
+    pinyin_pattern,
+    search,
+    to_feature_collection,
+)
 
 WUMA = "330300.330302.330302006"      # 五马街道
 BINJIANG = "330300.330302.330302024"  # 滨江街道
@@ -131,9 +138,16 @@ def test_bad_input_is_refused(demo, kwargs, field) -> None:
     assert err.value.problems[0].field == field
 
 
-def test_bbox_outside_the_city_is_empty_without_a_scan(demo) -> None:
+def test_bbox_outside_the_city_is_empty_without_a_scan(demo, monkeypatch) -> None:
+    from geoserver.services import search as search_module
+
+    def refuse(plan):
+        raise AssertionError("the kinds were queried")
+
     beijing = (116.3, 39.8, 116.5, 40.0)
+    monkeypatch.setattr(search_module, "statement", refuse)
     assert search(demo, actor=SYSTEM, q="社区", bbox=beijing).hits == []
+    assert search(demo, actor=SYSTEM, q="wmjd", bbox=beijing).hits == []
 
 
 def test_bbox_keeps_hits_inside_it(demo) -> None:
@@ -201,3 +215,131 @@ def test_an_over_budget_typo_pass_is_skipped(demo, monkeypatch) -> None:
     assert search(demo, actor=SYSTEM, q="鼓楼社去", kinds=["region"]).hits == []
     # The transaction goes on, with its own timeout back.
     assert demo.execute(text("SHOW statement_timeout")).scalar() == before
+
+
+# --- pinyin -----------------------------------------------------------------------------------
+
+
+def test_pinyin_is_written_by_the_database_with_every_reading(demo) -> None:
+    rows = dict(demo.execute(text(
+        "SELECT n, search_pinyin(n) FROM unnest(CAST(:n AS text[])) n"),
+        {"n": ["五马街道", "乐清", "鼓楼社区第12幢", "ＫＴＶ广场", "12-3"]}).all())
+    assert rows["五马街道"] == " wmjd wumajiedao"
+    # 乐 reads le and yue: both initials and both spellings.
+    assert rows["乐清"].split() == ["lq", "yq", "leqing", "yueqing"]
+    # Digits are left out (pinyin queries are letters only); full-width Latin is folded.
+    assert "glsqdz" in rows["鼓楼社区第12幢"].split()  # 幢: chuang or zhuang
+    assert rows["ＫＴＶ广场"].split()[:1] == ["ktvgc"]
+    assert rows["12-3"] is None
+
+
+def test_every_character_of_wenzhous_division_names_has_its_pypinyin_readings(demo) -> None:
+    from pypinyin import Style, pinyin
+
+    from geoserver.demo.divisions import load_division_tree
+
+    chars = sorted({ch for d in load_division_tree() for ch in d.name
+                    if "\u3400" <= ch <= "\u9fff"})
+    table = dict(demo.execute(text(
+        "SELECT ch, syllables FROM gridgov_meta.pinyin_char WHERE ch = ANY (:c)"),
+        {"c": chars}).all())
+    assert sorted(table) == chars  # 垟, 岙, 埭, 鳌 … all there
+    for ch in chars:
+        readings = list(dict.fromkeys(pinyin(ch, style=Style.NORMAL, heteronym=True)[0]))
+        assert table[ch] == readings[:2], ch
+
+
+@pytest.mark.parametrize("q", ["wmjd", "WMJD", "wm jd", "wumajiedao", "wuma", "wm"])
+def test_pinyin_initials_and_spelling_find_the_township(demo, q) -> None:
+    hits = search(demo, actor=SYSTEM, q=q, kinds=["region"]).hits
+    assert hits and hits[0].title == "五马街道", [h.title for h in hits]
+    assert hits[0].match == "pinyin"
+
+
+def test_two_letters_match_the_start_of_a_variant_only(demo) -> None:
+    # "jd" is inside wmjd but starts no variant of 五马街道.
+    assert "五马街道" not in [h.title for h in search(demo, actor=SYSTEM, q="jd",
+                                                        kinds=["region"], limit=50).hits]
+    assert "五马街道" in [h.title for h in search(demo, actor=SYSTEM, q="mjd",
+                                                    kinds=["region"], limit=50).hits]
+
+
+def test_pinyin_of_a_renamed_building_is_searchable_at_once(demo_session_as) -> None:
+    session = demo_session_as([WUMA])
+    building = session.execute(text(
+        "UPDATE building SET name = '拼音测试大楼' WHERE id = (SELECT min(id) FROM building "
+        "WHERE path <@ CAST(:p AS ltree)) RETURNING id"), {"p": WUMA}).scalar_one()
+    hits = search(session, actor=_actor(WUMA), q="pycsdl", kinds=["building"]).hits
+    assert [(h.id, h.match) for h in hits] == [(building, "pinyin")]
+
+
+def test_pinyin_search_stays_in_the_jurisdiction(demo, demo_session_as) -> None:
+    # bjjd = 滨江街道, another township.
+    assert search(demo, actor=SYSTEM, q="bjjd", kinds=["region"]).hits
+    assert search(demo_session_as([WUMA]), actor=_actor(WUMA), q="bjjd").hits == []
+
+
+def test_pinyin_uses_the_trigram_index_as_the_app_role(demo_session_as) -> None:
+    session = demo_session_as([WUMA])
+    session.execute(text("SET LOCAL enable_seqscan = off"))
+    # (region's 118 current rows are cheaper to read through its partial geometry index.)
+    for table in ("building", "key_place", "enterprise", "organization"):
+        for pattern in ("% wm%", "%wmjd%"):
+            plan = "\n".join(session.execute(text(
+                f"EXPLAIN SELECT id FROM {table} WHERE search_pinyin LIKE :p LIMIT 20"),
+                {"p": pattern}).scalars())
+            assert f"{table}_search_pinyin" in plan and "Seq Scan" not in plan, plan
+
+
+def test_pinyin_pattern() -> None:
+    assert pinyin_pattern("Wm JD") == "%wmjd%"
+    assert pinyin_pattern("wm") == "% wm%"
+    for q in ("w", "wm1", "五马", "w-m", "x" * 65):
+        assert pinyin_pattern(q) is None
+
+
+# --- long queries: only the rare bigrams are looked up ------------------------------------------
+
+
+def test_index_grams_keep_the_rarest_and_other_rare_ones() -> None:
+    stats = GramStats(rows=1e6, floor=0.001,
+                      shares={"网格": 1.0, "村委": 0.7, "第1": 0.5, "岙村": 0.036, "1网": 0.01})
+    grams = ["1网", "村委", "第1", "网格", "岙村", "委会"]  # 委会: not listed, so rarer than 0.001
+    assert index_grams(grams, stats) == ["1网", "委会"]
+    common = ["网格", "村委", "第1"]
+    assert index_grams(common, stats) == ["第1"]  # the rarest, however common
+    assert index_grams(grams, None) == grams  # never analysed: all of them
+    assert index_grams(["网格"], stats) == ["网格"]
+
+
+def test_rare_bigram_lookup_finds_what_the_full_lookup_finds(demo, monkeypatch) -> None:
+    from geoserver.services import search as search_module
+
+    q = "鼓楼社区第1"
+    full = search(demo, actor=SYSTEM, q=q, limit=50)
+    grams = demo.execute(text("SELECT search_bigrams(:q)"), {"q": q}).scalar_one()
+    # Pretend 社区 is rare everywhere: only it is read from the index, the rest checked.
+    stats = GramStats(rows=1e6, floor=0.5, shares={g: 0.9 for g in grams if g != "社区"})
+    tables = ("region", "standard_address", "building", "key_place", "enterprise",
+              "organization", "person", "event")
+    monkeypatch.setattr(search_module, "gram_stats", lambda s: dict.fromkeys(tables, stats))
+    plan = search_module._plan(demo, SYSTEM, q, ["building"], None, None, None, 20, "WGS84",
+                               None)
+    assert plan.index_grams["building"] == ["社区"]
+    explained = "\n".join(demo.execute(text("EXPLAIN " + search_module.statement(plan)),
+                                       search_module._params(plan)).scalars())
+    assert "@> '{社区}'::text[]" in explained and "鼓楼" in explained  # both conditions
+    rare = search(demo, actor=SYSTEM, q=q, limit=50)
+    assert [(h.kind, h.id) for h in rare.hits] == [(h.kind, h.id) for h in full.hits]
+    assert all("鼓楼社区第1" in h.title.replace(" ", "") or h.match != "contains"
+               for h in rare.hits)
+
+
+def test_the_typo_pass_runs_only_when_nothing_matched(demo, monkeypatch) -> None:
+    from geoserver.services import search as search_module
+
+    def refuse(plan):
+        raise AssertionError("typo pass ran")
+
+    monkeypatch.setattr(search_module, "fuzzy_statement", refuse)
+    assert search(demo, actor=SYSTEM, q="鼓楼社区", kinds=["region"]).hits

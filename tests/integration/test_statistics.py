@@ -221,6 +221,7 @@ def test_gi_star_finds_a_synthetic_cluster(demo, event_type) -> None:
     far_x, far_y = _label_point(demo, "330302026")
     add_event(demo, event_type, far_x, far_y, at)
     add_event(demo, event_type, far_x, far_y, at - timedelta(days=30))
+    st.refresh_events(demo, full=True)
     out = st.hotspots(demo, actor=SYSTEM, region_code=COUNTY, resolution=9,
                       event_type="stat_test", date_from=date(2025, 6, 1),
                       date_to=date(2025, 6, 30))
@@ -233,6 +234,28 @@ def test_gi_star_finds_a_synthetic_cluster(demo, event_type) -> None:
     assert out["changes"][0]["cell"] == top["cell"]
     far_cell = h3.int_to_str(h3.latlng_to_cell(far_y, far_x, 9))
     assert far_cell not in changed  # one event then, one now: no change
+
+
+def test_event_hotspots_count_the_refreshed_cells_and_say_how_fresh(demo, event_type) -> None:
+    x, y = _label_point(demo, WUMA)
+    st.refresh_events(demo, full=True)
+    refreshed = st.refreshed_at(demo, "event")
+    args = {"actor": _actor(WUMA_PATH), "region_code": WUMA, "resolution": 8,
+            "event_type": "stat_test", "date_from": date(2025, 7, 1),
+            "date_to": date(2025, 7, 3)}
+    for _ in range(3):
+        add_event(demo, event_type, x, y, datetime(2025, 7, 2, 3, tzinfo=UTC))
+    add_event(demo, event_type, x, y, datetime(2025, 6, 29, 3, tzinfo=UTC))  # the period before
+    # Not counted until the job runner has been round: the answer says as of when.
+    stale = st.hotspots(demo, **args)
+    assert stale["total"] == 0 and stale["refreshed_at"] == refreshed
+    demo.execute(text("UPDATE stat_refresh SET started_at = started_at - interval '1 hour' "
+                      "WHERE name = 'events'"))
+    assert st.refresh_events(demo)["cell_rows"] >= 2  # one cell on each of two days, at least
+    out = st.hotspots(demo, **args)
+    assert out["total"] == 3 and out["refreshed_at"] > refreshed
+    cell = h3.int_to_str(h3.latlng_to_cell(y, x, 8))
+    assert {c["cell"]: (c["count"], c["previous"]) for c in out["changes"]}[cell] == (3, 1)
 
 
 def test_hotspots_refuse_bad_input(demo) -> None:
