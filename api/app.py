@@ -45,6 +45,7 @@ from api.routes import (
 from api.routes import live as live_routes
 from api.routes import partners as partner_routes
 from api.routes import tiles as tile_routes
+from api.routes.tiles import TileCacheMiddleware
 from geoserver.config import Settings
 from geoserver.database.engine import make_engine
 from geoserver.jobs import registry as job_registry
@@ -159,10 +160,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
-    # Outermost: compresses the web client's scripts and JSON/GeoJSON answers; responses that
-    # are already encoded (tiles) and event streams pass through untouched.
+    # Added innermost first. Gzip compresses the web client's scripts and JSON/GeoJSON answers
+    # (already encoded tiles and event streams pass through); outside it, cached tiles are
+    # answered before routing and dependencies; outermost, every request gets its id and log.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(TileCacheMiddleware)
+    app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
     # Tiles first: map clients send most of the requests, and routes are matched in order.
     app.include_router(tile_routes.router)
     app.include_router(health.router)

@@ -54,6 +54,9 @@ class VersionBook:
         # Copy-on-write: readers take a reference to an immutable mapping, the listener swaps.
         self._tables: Mapping[str, Mapping[tuple[int, int], int]] = MappingProxyType({})
         self._lock = threading.Lock()
+        # Below z10 a version sums many z10 entries: remembered per snapshot of the table's
+        # mapping (a write swaps the mapping, which retires the remembered sums).
+        self._sums: dict[tuple[str, int, int, int], tuple[object, int]] = {}
 
     def load(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """Replace every version with ``rows`` of (table, x, y, version)."""
@@ -84,14 +87,22 @@ class VersionBook:
         if z >= VERSION_ZOOM:
             shift = z - VERSION_ZOOM
             return epoch + entries.get((x >> shift, y >> shift), 0)
+        memo_key = (table, z, x, y)
+        memo = self._sums.get(memo_key)
+        if memo is not None and memo[0] is entries:
+            return memo[1]
         # Below z10 a tile covers many z10 tiles, plus its buffer and what rows drawn there can
         # reach; versions only grow, so their sum changes whenever one of them does.
         span = 1 << (VERSION_ZOOM - z)
         k = math.ceil(span * TILE_BUFFER + Z10_MARGIN_TILES)
         x0, x1 = x * span - k, (x + 1) * span - 1 + k
         y0, y1 = y * span - k, (y + 1) * span - 1 + k
-        return epoch + sum(v for (tx, ty), v in entries.items()
-                           if x0 <= tx <= x1 and y0 <= ty <= y1 and (tx, ty) != _EPOCH)
+        total = epoch + sum(v for (tx, ty), v in entries.items()
+                            if x0 <= tx <= x1 and y0 <= ty <= y1 and (tx, ty) != _EPOCH)
+        if len(self._sums) >= 50_000:
+            self._sums = {}
+        self._sums[memo_key] = (entries, total)
+        return total
 
     def versions(self, tables: Iterable[str], z: int, x: int, y: int) -> tuple[int, ...]:
         """Return the versions of several tables under tile z/x/y."""
@@ -124,11 +135,19 @@ class Tile:
     gzipped: bytes
     etag: str
     size: int
+    #: ``time.monotonic()`` after which the content may be wrong by the clock alone (an SLA
+    #: colour changed); None: right until a write bumps its version.
+    expires: float | None = None
 
     @property
     def empty(self) -> bool:
         """Return whether the tile holds no features."""
         return self.size == 0
+
+    def fresh(self, now: float | None = None) -> bool:
+        """Return whether the tile has not expired."""
+        return self.expires is None or (now if now is not None else time.monotonic()) \
+            < self.expires
 
 
 def etag_of(raw: bytes) -> str:
@@ -151,6 +170,10 @@ class MemoryCache:
         """Return the cached tile, or None."""
         with self._lock:
             tile = self._entries.get(key)
+            if tile is not None and not tile.fresh():
+                del self._entries[key]
+                self._bytes -= len(tile.gzipped) + 200
+                tile = None
             if tile is None:
                 self.misses += 1
                 return None
@@ -161,7 +184,7 @@ class MemoryCache:
     def put(self, key: TileKey, tile: Tile) -> None:
         """Store a tile, evicting the least recently used beyond the byte budget."""
         cost = len(tile.gzipped) + 200
-        if cost > self.max_bytes:
+        if cost > self.max_bytes or not tile.fresh():
             return
         with self._lock:
             old = self._entries.pop(key, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from tiles.registry import TileLayer
 from tiles.settings import TileSettings
@@ -17,6 +18,18 @@ def tile_url(base: str, layer: TileLayer, query_string: str = "") -> str:
     """Return the XYZ URL template of a layer (with the request's filters, if any)."""
     url = f"{base}/tiles/{layer.name}/{{z}}/{{x}}/{{y}}.mvt"
     return f"{url}?{query_string}" if query_string else url
+
+
+def with_defaults(layer: TileLayer, query_string: str = "") -> str:
+    """Return a query string with the layer's URL defaults added where the request has none."""
+    if layer.url_defaults is None:
+        return query_string
+    given = parse_qsl(query_string, keep_blank_values=True)
+    names = {k for k, _ in given}
+    extra = [(k, v) for k, v in layer.url_defaults().items() if k not in names]
+    if not extra:
+        return query_string
+    return "&".join(p for p in (query_string, urlencode(extra)) if p)
 
 
 def summary(layer: TileLayer, base: str) -> dict[str, Any]:
@@ -58,14 +71,15 @@ def tilejson(layer: TileLayer, base: str, *, query_string: str = "",
         "version": "1.0.0",
         "attribution": ATTRIBUTION,
         "scheme": "xyz",
-        "tiles": [tile_url(base, layer, query_string)],
+        "tiles": [tile_url(base, layer, with_defaults(layer, query_string))],
         "minzoom": layer.minzoom,
         "maxzoom": layer.maxzoom,
         "bounds": list(bounds) if bounds else [-180.0, -85.051129, 180.0, 85.051129],
         "center": center_of(bounds, max(layer.minzoom, min(12, layer.maxzoom))),
         "vector_layers": [
             {"id": v.id, "fields": dict(v.fields), "description": v.description,
-             "minzoom": layer.minzoom, "maxzoom": layer.maxzoom}
+             "minzoom": layer.minzoom if v.minzoom is None else v.minzoom,
+             "maxzoom": layer.maxzoom if v.maxzoom is None else v.maxzoom}
             for v in layer.vector_layers
         ],
     }
@@ -91,7 +105,8 @@ def style(layers: Iterable[TileLayer], base: str, settings: TileSettings, *,
         style_layers.append({"id": "basemap", "type": "raster", "source": "basemap"})
     ranked: list[tuple[int, int, dict[str, Any]]] = []
     for layer in layers:
-        sources[layer.name] = {"type": "vector", "tiles": [tile_url(base, layer)],
+        sources[layer.name] = {"type": "vector", "tiles": [tile_url(base, layer,
+                                                                     with_defaults(layer))],
                                "minzoom": layer.minzoom, "maxzoom": layer.maxzoom,
                                "attribution": ATTRIBUTION}
         for s in layer.style:

@@ -15,20 +15,28 @@ from sqlalchemy.orm import Session
 
 from geoserver.geo.h3cells import cell_boundary
 
-#: Tables whose rows carry H3 ids for a heat layer, and their H3 columns by resolution.
-#: Events and patrols add themselves here with their heat layers.
+#: Tables whose rows carry H3 ids for a heat layer, and their H3 columns by resolution (the
+#: resolutions tiles.heat_resolution() picks by zoom). Events carry theirs from intake; patrol
+#: density is counted per session from the points' r10 cells (tiles.patrol_cell, 0090).
 HEAT_SOURCES: dict[str, Mapping[int, str]] = {
     "building": {7: "h3_r7", 8: "h3_r8", 9: "h3_r9"},
+    "event": {7: "h3_r7", 8: "h3_r8", 9: "h3_r9"},
+    "tiles.patrol_cell": {7: "h3_r7", 8: "h3_r8", 9: "h3_r9"},
 }
 
 _BATCH = 5000
+
+
+def _quoted(name: str) -> str:
+    """Quote a (possibly schema-qualified) identifier from HEAT_SOURCES."""
+    return ".".join(f'"{part}"' for part in name.split("."))
 
 
 def missing_cells(session: Session, table: str, column: str, *, limit: int = 200_000) -> list[int]:
     """Return cell ids a heat source names that have no outline yet (in the caller's scope)."""
     # Identifiers come from HEAT_SOURCES (code, not input), quoted all the same.
     q = text(
-        f'SELECT DISTINCT s."{column}" FROM "{table}" s '
+        f'SELECT DISTINCT s."{column}" FROM {_quoted(table)} s '
         f'WHERE s."{column}" IS NOT NULL AND NOT EXISTS '
         f'(SELECT 1 FROM tiles.h3_cell c WHERE c.cell = s."{column}") LIMIT :n'
     )

@@ -12,30 +12,40 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
+from geoserver.config import GOVERNANCE_TZ
+from geoserver.domain.events import FINAL_STATES, OPEN_STATES, EventState
 from geoserver.errors import InvalidInput
 
-ParamKind = Literal["choices", "codes", "interval", "day"]
+ParamKind = Literal["choices", "codes", "ids", "interval", "day"]
 _CODE = re.compile(r"^[a-z][a-z_]{0,39}$")
+_ID = re.compile(r"^[1-9][0-9]{0,17}$")
 _MAX_LIST = 20
 
 
 @dataclass(frozen=True)
 class Param:
-    """A query parameter a layer accepts: a list of choices or codes, a time interval, a day."""
+    """A query parameter of a layer: a list of choices, codes or ids, a time interval, a day."""
 
     name: str
     kind: ParamKind
     description: str
     choices: tuple[str, ...] = ()
+    #: Names standing for several choices (``state=open``), expanded before the cache key.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    #: For ``codes``: the pattern a code must match (default: lower-case words).
+    pattern: re.Pattern[str] = _CODE
+    #: The raw value used when the request leaves the parameter out (None: no filter).
+    default: str | None = None
+    required: bool = False
 
     def parse(self, raw: str) -> dict[str, Any]:
         """Return the normalized entries this parameter adds to the query object."""
-        if self.kind in ("choices", "codes"):
+        if self.kind in ("choices", "codes", "ids"):
             return {self.name: self._parse_list(raw)}
         if self.kind == "day":
             return {self.name: self._parse_day(raw).isoformat()}
@@ -43,16 +53,24 @@ class Param:
         return {f"{self.name}_from": start, f"{self.name}_to": end}
 
     def _parse_list(self, raw: str) -> list[str]:
-        values = sorted({v.strip() for v in raw.split(",") if v.strip()})
-        if not values or len(values) > _MAX_LIST:
+        given = {v.strip() for v in raw.split(",") if v.strip()}
+        if not given or len(given) > _MAX_LIST:
             raise InvalidInput(f"{self.name}: give 1 to {_MAX_LIST} comma-separated values",
                                field=self.name)
+        values: set[str] = set()
+        for v in given:
+            values.update(self.groups.get(v, (v,)))
         for v in values:
-            bad = v not in self.choices if self.kind == "choices" else not _CODE.match(v)
+            if self.kind == "choices":
+                bad = v not in self.choices
+            else:
+                bad = not (_ID if self.kind == "ids" else self.pattern).fullmatch(v)
             if bad:
-                hint = f" (one of {', '.join(self.choices)})" if self.choices else ""
+                names = (*self.choices, *self.groups)
+                hint = f" (one of {', '.join(names)})" if names else ""
                 raise InvalidInput(f"{self.name}: {v!r} is not allowed{hint}", field=self.name)
-        return values
+        # One order for one set of values: equal filters share one cache entry.
+        return sorted(values, key=int) if self.kind == "ids" else sorted(values)
 
     def _parse_day(self, raw: str) -> date:
         try:
@@ -94,6 +112,9 @@ class VectorLayer:
     id: str
     fields: Mapping[str, str]
     description: str = ""
+    #: Zooms at which the function emits this layer (None: the tile layer's own range).
+    minzoom: int | None = None
+    maxzoom: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,17 +138,30 @@ class TileLayer:
     #: MapLibre style layers (without ``source``); ``_rank`` orders them in style.json.
     style: tuple[Mapping[str, Any], ...] = ()
     function: str = ""
-    #: For tiles whose content changes with time alone (an SLA colour turning amber): cached
-    #: tiles expire at the next multiple of this many seconds, writes or not.
+    #: For tiles whose content changes with time alone: cached tiles expire at the next
+    #: multiple of this many seconds, writes or not.
     max_age: int | None = None
+    #: The content changes with time alone (an SLA colour turning amber) at moments the SQL
+    #: knows: ``tiles.<function>_expiring(z, x, y, query)`` returns the tile and the seconds it
+    #: stays right, and the cache keeps it no longer (see 110_tiles_events.sql).
+    expiring: bool = False
+    #: Sensitive personal data (行踪轨迹): the audit action written when a user starts viewing
+    #: it (once per user, layer and filter in a while; see api/routes/tiles.py).
+    audit_action: str | None = None
+    #: Query parameters the layer's URL in style.json and TileJSON carries when the request
+    #: gives none (a day's tracks: today), as a function of nothing (evaluated per request).
+    url_defaults: Callable[[], Mapping[str, str]] | None = None
 
     @property
     def sql_function(self) -> str:
         """Return the name of the SQL function in schema ``tiles``."""
         return self.function or self.name
 
-    def parse_query(self, raw: Mapping[str, str]) -> str:
-        """Validate request parameters; return the normalized query object as canonical JSON."""
+    def parse_query(self, raw: Mapping[str, str], *, partial: bool = False) -> str:
+        """Validate request parameters; return the normalized query object as canonical JSON.
+
+        ``partial``: a URL template (TileJSON) may leave required parameters out.
+        """
         known = {p.name: p for p in self.params}
         query: dict[str, Any] = {}
         for key, value in raw.items():
@@ -137,6 +171,14 @@ class TileLayer:
                 raise InvalidInput(f"unknown parameter {key!r} for layer {self.name} "
                                    f"(allowed: {allowed})", field=key)
             query.update(param.parse(value))
+        for param in self.params:
+            if param.name in raw:
+                continue
+            if param.default is not None:
+                query.update(param.parse(param.default))
+            elif param.required and not partial:
+                raise InvalidInput(f"{param.name}: the layer {self.name} needs this parameter "
+                                   f"({param.description})", field=param.name)
         return json.dumps(query, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def sql_query(self, query: str) -> str:
@@ -315,7 +357,187 @@ HEAT_BUILDINGS = TileLayer(
     ),
 )
 
-BASE_LAYERS = (REGIONS, BUILDINGS, KEY_PLACES, CITY_COMPONENTS, HEAT_BUILDINGS)
+# --- events -----------------------------------------------------------------------------------
+
+_EVENT_TYPE_CODE = re.compile(r"^[0-9A-Za-z_]{1,32}$")
+_GRID_CODE = re.compile(r"^[0-9]{6,20}$")
+_EVENT_STATES = tuple(s.value for s in EventState)
+_EVENT_SOURCES = ("patrol", "commander", "public", "hotline_12345", "police_110", "external")
+_SEVERITIES = ("normal", "major", "urgent")
+_SLA = ("green", "amber", "red")
+#: Zoom from which events are drawn one by one (tiles.events_point_zoom() in the SQL).
+EVENT_POINT_ZOOM = 14
+
+_SLA_COLOUR = ["match", ["get", "sla"], "red", "#d32f2f", "amber", "#f9a825",
+               "green", "#2e7d32", "#546e7a"]
+
+
+
+def _event_params(*, state_default: str | None) -> tuple[Param, ...]:
+    """Return the filters of the event layers (their states' default differs)."""
+    default = f"; default {state_default}" if state_default else ""
+    return (
+        Param("type", "codes", "event type codes (a type takes its sub-types)",
+              pattern=_EVENT_TYPE_CODE),
+        Param("state", "choices", f"event states, or 'open' (在办) / 'final' (finished){default}",
+              _EVENT_STATES, default=state_default,
+              groups={"open": tuple(sorted(OPEN_STATES)), "final": tuple(sorted(FINAL_STATES))}),
+        Param("source", "choices", "where events came from", _EVENT_SOURCES),
+        Param("severity", "choices", "severities", _SEVERITIES),
+        Param("time", "interval", "reported between start/end (ISO 8601 with a zone, '..' open)"),
+    )
+
+
+EVENTS = TileLayer(
+    name="events",
+    title="事件",
+    description=f"Events with their state and SLA colour (时限: green, amber, red), one by one "
+                f"from z{EVENT_POINT_ZOOM} with their id, in clusters (counts per colour) below. "
+                "Open events unless a state is asked for. A tile is kept no longer than until "
+                "the next colour change among its events.",
+    permission="event.read",
+    tables=("event",),
+    minzoom=6,
+    maxzoom=18,
+    limit=10000,
+    vector_layers=(
+        VectorLayer("events", {
+            "code": "事件编号", "type": "event type code", "type_name": "事件类型",
+            "state": "event state", "source": " | ".join(_EVENT_SOURCES),
+            "severity": " | ".join(_SEVERITIES),
+            "sla": "green | amber | red; absent when no clock runs",
+            "reported_at": "reported at, seconds since 1970 (UTC)"},
+            "events (the feature id is the event id)", minzoom=EVENT_POINT_ZOOM),
+        VectorLayer("event_clusters", {
+            "count": "events in the cluster", "red": "of them red", "amber": "of them amber",
+            "green": "of them green", "sla": "the worst colour in the cluster"},
+            "clusters of nearby events", maxzoom=EVENT_POINT_ZOOM - 1),
+    ),
+    params=(*_event_params(state_default="open"),
+            Param("sla", "choices", "SLA colours (they change with time: see the description)",
+                  _SLA)),
+    expiring=True,
+    style=(
+        {"_rank": 60, "id": "event-clusters", "type": "circle", "source-layer": "event_clusters",
+         "paint": {"circle-color": _SLA_COLOUR, "circle-opacity": 0.85,
+                   "circle-stroke-color": "#ffffff", "circle-stroke-width": 1.5,
+                   "circle-radius": ["interpolate", ["linear"], ["get", "count"],
+                                     1, 7, 10, 11, 100, 18, 1000, 26]}},
+        {"_rank": 61, "id": "event-clusters-count", "type": "symbol",
+         "source-layer": "event_clusters",
+         "layout": {"text-field": ["to-string", ["get", "count"]], "text-size": 11,
+                    "text-allow-overlap": True},
+         "paint": {"text-color": "#ffffff"}},
+        {"_rank": 62, "id": "events-point", "type": "circle", "source-layer": "events",
+         "paint": {"circle-color": _SLA_COLOUR, "circle-stroke-color": "#ffffff",
+                   "circle-stroke-width": 1.5,
+                   "circle-radius": ["match", ["get", "severity"], "urgent", 8, "major", 7, 5]}},
+    ),
+)
+
+HEAT_EVENTS = TileLayer(
+    name="heat_events",
+    title="事件密度",
+    description="Event counts on H3 hexagons (r7 to z10, r8 to z12, r9 beyond), from the cell "
+                "ids stored when events are written; every state but merged duplicates unless "
+                "a state is asked for. A hexagon whose outline is not known yet is drawn as a "
+                "point at its members' centre.",
+    permission="event.read",
+    tables=("event", "h3_cell"),
+    minzoom=7,
+    maxzoom=16,
+    limit=20000,
+    vector_layers=(VectorLayer("heat_events", {
+        "h3": "H3 cell id (hex)", "res": "H3 resolution", "count": "events in the cell"}),),
+    params=_event_params(state_default=None),
+    style=(
+        {"_rank": 11, "id": "heat-events", "type": "fill", "source-layer": "heat_events",
+         "layout": {"visibility": "none"},
+         "filter": ["==", ["geometry-type"], "Polygon"],
+         "paint": {"fill-color": ["interpolate", ["linear"], ["get", "count"],
+                                  1, "#fee5d9", 5, "#fc9272", 20, "#de2d26", 100, "#a50f15"],
+                   "fill-opacity": 0.55}},
+        {"_rank": 11, "id": "heat-events-points", "type": "circle",
+         "source-layer": "heat_events", "layout": {"visibility": "none"},
+         "filter": ["==", ["geometry-type"], "Point"],
+         "paint": {"circle-radius": ["interpolate", ["linear"], ["get", "count"], 1, 6, 100, 22],
+                   "circle-color": "#de2d26", "circle-opacity": 0.5, "circle-blur": 0.4}},
+    ),
+)
+
+# --- patrols -----------------------------------------------------------------------------------
+
+
+def _today() -> Mapping[str, str]:
+    """Return today's governance day (Asia/Shanghai) as the default ``date`` of a day layer."""
+    return {"date": datetime.now(GOVERNANCE_TZ).date().isoformat()}
+
+
+PATROL_TRACKS = TileLayer(
+    name="patrol_tracks",
+    title="巡查轨迹",
+    description="Cleaned patrol tracks of one day (date=YYYY-MM-DD, required; Asia/Shanghai), "
+                "simplified for the zoom. Tracks are personal data (行踪轨迹): only roles "
+                "cleared for playback read this layer, and its use is audited.",
+    permission="patrol.playback",
+    tables=("patrol_session",),
+    minzoom=11,
+    maxzoom=18,
+    limit=5000,
+    vector_layers=(VectorLayer("patrol_tracks", {
+        "worker": "the grid worker's user id", "grid": "grid code", "state": "open | closed",
+        "mode": "walk | bicycle", "started_at": "seconds since 1970 (UTC)",
+        "ended_at": "seconds since 1970 (UTC)", "mileage_m": "length in metres"},
+        "patrol records (the feature id is the patrol session id)"),),
+    params=(Param("date", "day", "the patrol day (YYYY-MM-DD, Asia/Shanghai)", required=True),
+            Param("worker", "ids", "grid workers' user ids"),
+            Param("grid", "codes", "grid codes", pattern=_GRID_CODE)),
+    audit_action="patrol.tiles",
+    url_defaults=_today,
+    style=(
+        {"_rank": 55, "id": "patrol-tracks", "type": "line", "source-layer": "patrol_tracks",
+         "layout": {"visibility": "none", "line-cap": "round", "line-join": "round"},
+         "paint": {"line-color": ["match", ["get", "state"], "open", "#00897b", "#3949ab"],
+                   "line-width": ["interpolate", ["linear"], ["zoom"], 11, 1.5, 16, 3.5],
+                   "line-opacity": 0.8}},
+    ),
+)
+
+HEAT_PATROLS = TileLayer(
+    name="heat_patrols",
+    title="巡查密度",
+    description="Patrol density on H3 hexagons (resolution by zoom): kept GPS fixes per cell "
+                "(a fix every few seconds, so time spent) and how many workers, from the r10 "
+                "cells stored at ingest. Fine cells retrace a worker's day: the same clearance "
+                "as tracks, and audited.",
+    permission="patrol.playback",
+    tables=("patrol_cell", "h3_cell"),
+    minzoom=7,
+    maxzoom=16,
+    limit=20000,
+    vector_layers=(VectorLayer("heat_patrols", {
+        "h3": "H3 cell id (hex)", "res": "H3 resolution", "count": "GPS fixes in the cell",
+        "workers": "workers the fixes came from"}),),
+    params=(Param("time", "interval", "patrols started between start/end (ISO 8601 with a "
+                  "zone, '..' open)"),),
+    audit_action="patrol.tiles",
+    style=(
+        {"_rank": 12, "id": "heat-patrols", "type": "fill", "source-layer": "heat_patrols",
+         "layout": {"visibility": "none"},
+         "filter": ["==", ["geometry-type"], "Polygon"],
+         "paint": {"fill-color": ["interpolate", ["linear"], ["get", "count"],
+                                  1, "#edf8fb", 50, "#66c2a4", 300, "#238b45", 1500, "#00441b"],
+                   "fill-opacity": 0.55}},
+        {"_rank": 12, "id": "heat-patrols-points", "type": "circle",
+         "source-layer": "heat_patrols", "layout": {"visibility": "none"},
+         "filter": ["==", ["geometry-type"], "Point"],
+         "paint": {"circle-radius": ["interpolate", ["linear"], ["get", "count"], 1, 5, 300, 18],
+                   "circle-color": "#238b45", "circle-opacity": 0.5, "circle-blur": 0.4}},
+    ),
+)
+
+BASE_LAYERS = (REGIONS, BUILDINGS, KEY_PLACES, CITY_COMPONENTS, HEAT_BUILDINGS, EVENTS,
+               HEAT_EVENTS, PATROL_TRACKS, HEAT_PATROLS)
 
 REGISTRY = Registry()
 for _layer in BASE_LAYERS:

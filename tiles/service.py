@@ -44,6 +44,9 @@ from tiles.tilemath import tiles_in_bbox
 log = logging.getLogger("gridgov.tiles")
 
 EMPTY_QUERY = "{}"
+#: How long one audit row covers a user viewing an audited layer with one filter: a map view
+#: fetches dozens of tiles, and the log should say who looked at whose tracks, not count tiles.
+AUDIT_WINDOW_S = 600.0
 
 
 def normalize_scope(scope: Sequence[str]) -> tuple[str, ...]:
@@ -133,6 +136,7 @@ class TileService:
         self._inflight: dict[TileKey, threading.Event] = {}
         self._inflight_lock = threading.Lock()
         self._bounds: dict[tuple[str, ...], tuple[float, tuple[float, ...] | None]] = {}
+        self._audited: dict[tuple[int | None, str, str], float] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -212,21 +216,53 @@ class TileService:
             except OSError as e:
                 log.warning("cannot write the tile disk cache: %s", e)
 
+    # --- audited layers ---------------------------------------------------------------------
+
+    def audit_due(self, user_id: int | None, layer: TileLayer, query: str) -> bool:
+        """Return whether reading this audited layer with this filter must be audited now."""
+        if layer.audit_action is None:
+            return False
+        seen = self._audited.get((user_id, layer.name, query))
+        return seen is None or time.monotonic() - seen > AUDIT_WINDOW_S
+
+    def audited(self, user_id: int | None, layer: TileLayer, query: str) -> None:
+        """Note that the reading was audited (in this process, for AUDIT_WINDOW_S)."""
+        if len(self._audited) > 50_000:
+            self._audited = {}
+        self._audited[(user_id, layer.name, query)] = time.monotonic()
+
     # --- rendering --------------------------------------------------------------------------
 
     def render(self, layer: TileLayer, z: int, x: int, y: int, query: str,
                scope: Sequence[str]) -> bytes:
         """Run the layer's SQL function under ``scope``; return the MVT bytes."""
-        stmt = sql.SQL(
-            "SELECT set_config('gridgov.scope', %s, true); SELECT {}(%s, %s, %s, %s::json)"
-        ).format(sql.Identifier("tiles", layer.sql_function))
+        return self.render_expiring(layer, z, x, y, query, scope)[0]
+
+    def render_expiring(self, layer: TileLayer, z: int, x: int, y: int, query: str,
+                        scope: Sequence[str]) -> tuple[bytes, float | None]:
+        """Render a tile; return its MVT bytes and the seconds it stays right.
+
+        The seconds are None (right until a write) except for layers whose content changes with
+        time (``TileLayer.expiring``).
+        """
+        if layer.expiring:
+            stmt = sql.SQL("SELECT set_config('gridgov.scope', %s, true); "
+                           "SELECT mvt, valid_for FROM {}(%s, %s, %s, %s::json)").format(
+                sql.Identifier("tiles", layer.sql_function + "_expiring"))
+        else:
+            stmt = sql.SQL("SELECT set_config('gridgov.scope', %s, true); "
+                           "SELECT {}(%s, %s, %s, %s::json), NULL").format(
+                sql.Identifier("tiles", layer.sql_function))
         params = (scope_literal(normalize_scope(scope)), z, x, y, layer.sql_query(query))
         for attempt in (1, 2):
             try:
                 with self.pool.connection() as conn, conn.cursor() as cur:
                     cur.execute(stmt, params)
                     row = cur.fetchone()
-                    return bytes(row[0]) if row and row[0] is not None else b""
+                    if row is None:
+                        return b"", None
+                    return (bytes(row[0]) if row[0] is not None else b"",
+                            float(row[1]) if row[1] is not None else None)
             except psycopg2.errors.QueryCanceled:
                 raise Unavailable(f"tile {layer.name}/{z}/{x}/{y} took too long to render") \
                     from None
@@ -236,9 +272,17 @@ class TileService:
                     raise Unavailable("the database is not reachable") from e
         raise AssertionError("unreachable")
 
-    def _make_tile(self, raw: bytes) -> Tile:
+    def _make_tile(self, raw: bytes, valid_for: float | None = None,
+                   started: float = 0.0) -> Tile:
+        # The clock is read before rendering: the tile expires no later than the SQL said.
+        expires = None if valid_for is None else started + max(0.0, valid_for)
         return Tile(gzip.compress(raw, compresslevel=self.settings.gzip_level, mtime=0),
-                    etag_of(raw), len(raw))
+                    etag_of(raw), len(raw), expires)
+
+    def _render_tile(self, layer: TileLayer, key: TileKey) -> Tile:
+        started = time.monotonic()
+        raw, valid_for = self.render_expiring(layer, key.z, key.x, key.y, key.query, key.scope)
+        return self._make_tile(raw, valid_for, started)
 
     def fill(self, layer: TileLayer, key: TileKey) -> Tile:
         """Render a missing tile and cache it; concurrent requests for it wait for one render."""
@@ -252,9 +296,9 @@ class TileService:
             tile = self.lookup(layer, key)
             if tile is not None:
                 return tile
-            return self._make_tile(self.render(layer, key.z, key.x, key.y, key.query, key.scope))
+            return self._render_tile(layer, key)
         try:
-            tile = self._make_tile(self.render(layer, key.z, key.x, key.y, key.query, key.scope))
+            tile = self._render_tile(layer, key)
             self.store(layer, key, tile)
             return tile
         finally:

@@ -5,25 +5,38 @@ A cached tile is answered without touching the database: the caller's credential
 from a short-lived cache (cleared by NOTIFY on revocation) and the tile from the tile cache.
 Tiles are scoped to the caller, so they are ``Cache-Control: private`` — proxies must not
 share them — and revalidated with their ETag (``no-cache`` + ``If-None-Match`` → 304).
+
+``TileCacheMiddleware`` answers such cache hits in front of the framework (its middleware,
+routing and dependency injection cost ~10× the hit itself); everything else — misses, unknown
+credentials, errors, audits due — falls through to the routes below, which give the same
+answers.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
+import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import SESSION_COOKIE, resolve_credential
+from api.deps import SESSION_COOKIE, audit_context, resolve_credential
+from geoserver.database.engine import scoped_session
 from geoserver.domain.principal import Principal
-from geoserver.errors import NotFound, PermissionDenied, Unauthenticated
+from geoserver.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from geoserver.services.audit import audit
 from tiles import discovery
 from tiles.cache import CredentialCache, Tile
 from tiles.registry import TileLayer
 from tiles.service import TileService
 from tiles.tilemath import valid_tile
+
+access_log = logging.getLogger("gridgov.access")
 
 router = APIRouter(prefix="/tiles", tags=["tiles"])
 
@@ -43,7 +56,8 @@ def _bearer(request: Request) -> str | None:
 async def tile_user(request: Request) -> Principal:
     """Return the caller, from the credential cache when possible (no database on a hit)."""
     svc = _service(request)
-    await svc.refresh()
+    if not getattr(request.state, "tiles_refreshed", False):  # (the middleware did it)
+        await svc.refresh()
     key = CredentialCache.key_for(_bearer(request), request.cookies.get(SESSION_COOKIE))
     if key is None:
         raise Unauthenticated("log in first (session cookie or Authorization: Bearer token)")
@@ -119,7 +133,7 @@ async def tilejson(layer: str, request: Request, user: TileUser) -> JSONResponse
     """Return a layer's TileJSON; filter parameters given here are carried into its tile URL."""
     svc = _service(request)
     spec = _layer(svc, layer, user)
-    spec.parse_query(request.query_params)
+    spec.parse_query(request.query_params, partial=True)
     bounds = await run_in_threadpool(svc.bounds, user.scope)
     doc = discovery.tilejson(spec, _base(request), query_string=request.url.query, bounds=bounds)
     return JSONResponse(doc, headers={"Cache-Control": "private, no-cache"})
@@ -136,8 +150,80 @@ async def tile(layer: str, z: int, x: int, y: int, request: Request, user: TileU
         raise NotFound(f"no tile {z}/{x}/{y} in layer {layer} "
                        f"(zooms {spec.minzoom}-{spec.maxzoom})")
     query = spec.parse_query(request.query_params)
+    if svc.audit_due(user.user_id, spec, query):
+        await run_in_threadpool(_audit_reading, request, user, spec, query, f"{z}/{x}/{y}")
     key = svc.key(spec, z, x, y, query, user.scope)
     found = svc.lookup(spec, key)
     if found is not None:
         return _tile_response(request, found, hit=True)
     return _tile_response(request, await run_in_threadpool(svc.fill, spec, key), hit=False)
+
+
+def _audit_reading(request: Request, user: Principal, layer: TileLayer, query: str,
+                   tile: str) -> None:
+    """Write the audit row of a user starting to read an audited layer (行踪轨迹)."""
+    assert layer.audit_action is not None
+    with scoped_session(request.app.state.engine, user.scope) as session:
+        audit(session, actor=user, action=layer.audit_action, object_kind="tile_layer",
+              object_id=layer.name, detail={"query": json.loads(query), "tile": tile},
+              context=audit_context(request))
+    _service(request).audited(user.user_id, layer, query)
+
+
+# --- cache hits in front of the framework ------------------------------------------------------
+
+_TILE_PATH = re.compile(r"^/tiles/([a-z][a-z0-9_]{0,40})/([0-9]{1,2})/([0-9]{1,7})/([0-9]{1,7})"
+                        r"\.mvt$")
+
+
+async def cached_tile(request: Request) -> Response | None:
+    """Return the response to a tile request answerable from the caches alone, else None.
+
+    The checks are the route's: a cached credential, the layer's permission, a valid tile and
+    query, no audit due; whatever fails is left to the route, which says why.
+    """
+    match = _TILE_PATH.match(request.scope["path"])
+    svc: TileService | None = getattr(request.app.state, "tiles", None)
+    if match is None or svc is None:
+        return None
+    await svc.refresh()
+    request.state.tiles_refreshed = True  # one round trip per request in strict mode
+    key = CredentialCache.key_for(_bearer(request), request.cookies.get(SESSION_COOKIE))
+    user = svc.credentials.get(key) if key is not None and svc.caching else None
+    layer = svc.registry.get(match[1])
+    if user is None or layer is None or not user.can(layer.permission):
+        return None
+    z, x, y = int(match[2]), int(match[3]), int(match[4])
+    if not valid_tile(z, x, y) or not layer.minzoom <= z <= layer.maxzoom:
+        return None
+    try:
+        query = layer.parse_query(request.query_params)
+    except InvalidInput:
+        return None
+    if svc.audit_due(user.user_id, layer, query):
+        return None
+    tile = svc.lookup(layer, svc.key(layer, z, x, y, query, user.scope))
+    return None if tile is None else _tile_response(request, tile, hit=True)
+
+
+class TileCacheMiddleware:
+    """Answer cached tiles before the framework's middleware and routing (pure ASGI).
+
+    Install it inside the request-context middleware (which gives every answer its id and
+    access-log line) and outside everything else. It gives the answer the tile route would give.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a cache hit, or pass the request on."""
+        if (scope["type"] != "http" or scope["method"] != "GET"
+                or not scope["path"].startswith("/tiles/") or "app" not in scope):
+            await self.app(scope, receive, send)
+            return
+        response = await cached_tile(Request(scope, receive))
+        if response is None:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)

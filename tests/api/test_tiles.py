@@ -22,6 +22,7 @@ from geoserver.database.cluster import free_port
 from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
 from geoserver.geo.h3cells import cell_int
 from tests.support.users import make_user
+from tiles.discovery import with_defaults
 from tiles.registry import REGISTRY
 from tiles.tilemath import tile_of
 
@@ -262,7 +263,8 @@ def test_a_cache_hit_never_touches_the_database(http, commander, engine, pg, mod
     assert _activity(pg, module_db) == before
 
 
-def _start_server(pg, database: str, **env: str) -> tuple[subprocess.Popen, str]:
+def _start_server(pg, database: str, *, app: str = "api.app:app_from_env",
+                  **env: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     full = {**os.environ,
             "GRIDGOV_DATABASE_URL": pg.url(OWNER_ROLE, database),
@@ -270,7 +272,7 @@ def _start_server(pg, database: str, **env: str) -> tuple[subprocess.Popen, str]
             "GRIDGOV_JOBS_ENABLED": "false", "GRIDGOV_ENV": "test",
             "GRIDGOV_LOG_LEVEL": "WARNING", **env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:app_from_env", "--factory",
+        [sys.executable, "-m", "uvicorn", app, "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         env=full, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     return proc, f"http://127.0.0.1:{port}"
@@ -370,7 +372,8 @@ def test_every_registered_layer_renders(http, commander, engine) -> None:
     lon, lat = _grid_point(engine, WUMA)
     for layer in REGISTRY:
         z = max(layer.minzoom, min(14, layer.maxzoom))
-        r = _tile(http, commander, _url(layer.name, z, lon, lat))
+        query = with_defaults(layer)  # a day's tracks need their day
+        r = _tile(http, commander, _url(layer.name, z, lon, lat) + (f"?{query}" if query else ""))
         assert r.status_code == 200, (layer.name, r.text)
         names = {v.id for v in layer.vector_layers}
         assert set(_decode(r)) <= names
