@@ -179,6 +179,9 @@ class PatrolSettings(BaseSettings):
     #: A worker is online with a fix in the last this many minutes.
     online_minutes: float = Field(default=5, gt=0)
     session_gap_minutes: float = Field(default=20, gt=0)
+    #: The session job rebuilds a worker's open patrol at most once per this many seconds
+    #: (phones upload every minute; records lag by up to this, live positions do not).
+    session_settle_seconds: float = Field(default=600, ge=0, le=3600)
     gap_seconds: float = Field(default=120, gt=0)
     max_accuracy_m: float = Field(default=50, gt=0)
     jitter_radius_m: float = Field(default=15, gt=0)
@@ -210,6 +213,16 @@ class PatrolSettings(BaseSettings):
                            TravelMode.BICYCLE: self.ride_max_speed_mps})
 
 
+class MessageSettings(BaseSettings):
+    """Message-center limits and retention (prefix ``GRIDGOV_MESSAGES_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDGOV_MESSAGES_", extra="ignore")
+
+    #: Read messages are kept this many days, unread ones ``keep_days``.
+    keep_read_days: int = Field(default=180, ge=1)
+    keep_days: int = Field(default=730, ge=1)
+
+
 class Settings(BaseSettings):
     """All settings, grouped by concern; pass this into factories."""
 
@@ -222,3 +235,4 @@ class Settings(BaseSettings):
     patrol: PatrolSettings = Field(default_factory=PatrolSettings)
     partners: PartnerSettings = Field(default_factory=PartnerSettings)
     photos: PhotoSettings = Field(default_factory=PhotoSettings)
+    messages: MessageSettings = Field(default_factory=MessageSettings)

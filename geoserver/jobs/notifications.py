@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from geoserver.config import MessageSettings
 from geoserver.jobs.registry import registry
-from geoserver.services.notifications import MessageSettings, prune
+from geoserver.services.notifications import prune
 
 _settings: MessageSettings | None = None
 

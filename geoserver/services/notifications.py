@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from geoserver.config import MessageSettings
 from geoserver.domain.principal import Principal
 from geoserver.errors import FieldProblem, InvalidInput, NotFound, PermissionDenied
 
@@ -41,16 +41,6 @@ KINDS: dict[str, str] = {
 #: Kinds nobody may turn off: supervision (督办) is a formal instruction from a higher level.
 ALWAYS_ON = frozenset({"supervision"})
 MAX_PAGE = 200
-
-
-class MessageSettings(BaseSettings):
-    """Message-center limits and retention (prefix ``GRIDGOV_MESSAGES_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="GRIDGOV_MESSAGES_", extra="ignore")
-
-    #: Read messages are kept this many days, unread ones ``keep_days``.
-    keep_read_days: int = Field(default=180, ge=1)
-    keep_days: int = Field(default=730, ge=1)
 
 
 class Message(BaseModel):

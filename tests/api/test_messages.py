@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from geoserver.config import MessageSettings
 from geoserver.database.bootstrap import APP_ROLE
 from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
 from geoserver.domain.principal import SYSTEM
@@ -379,7 +380,7 @@ def test_retention_job_prunes_old_read_messages(http, people, engine) -> None:
         s.execute(text("UPDATE notification SET read_at = now() - interval '40 days' "
                        "WHERE id = :i"), {"i": message["id"]})
     with scoped_session(engine, SYSTEM_SCOPE) as s:
-        deleted = notifications.prune(s, settings=notifications.MessageSettings(
+        deleted = notifications.prune(s, settings=MessageSettings(
             keep_read_days=30, keep_days=3650))
     assert deleted >= 1
     assert message["id"] not in {m["id"] for m in _messages(http, people.platform)["items"]}
