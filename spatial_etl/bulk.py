@@ -32,6 +32,9 @@ from geoserver.services.dberrors import sqlstate
 #: Rows per merge statement: large enough for set-based speed, small enough that a failing
 #: batch is bisected quickly.
 MERGE_BATCH = 50_000
+#: Geometries closer than this (degrees, ~1 cm) are the same shape: a file reprojected and back
+#: differs from what is stored by float noise only, and is not an update.
+SAME_SHAPE_DEG = 1e-7
 _STAGE_COLUMNS = ("load_id", "row_no", "code", "props", "geom", "h3_r7", "h3_r8", "h3_r9")
 
 
@@ -162,15 +165,20 @@ def _merge_sql(spec: BulkSpec, provided: Collection[str], locate: bool) -> str:
     source = ("FROM etl_stage s LEFT JOIN LATERAL gridgov_meta.locate(s.geom) loc ON true "
               if locate else "FROM etl_stage s ")
     # A column the file does not have must not blank the stored value on update.
-    changed = [c for c in [*cols, "attributes"] if c in provided] + ["geom"]
-    sets = ", ".join(f"{c} = excluded.{c}" for c in [*changed, *h3, *located])
+    changed = [c for c in [*cols, "attributes"] if c in provided]
+    sets = ", ".join(f"{c} = excluded.{c}" for c in [*changed, "geom", *h3, *located])
+    # The same shape within SAME_SHAPE_DEG is unchanged (a file reprojected and back); the
+    # Hausdorff distance is only computed for rows whose bytes differ.
+    differs = [f"({', '.join(f't.{c}' for c in changed)}) IS DISTINCT FROM "
+               f"({', '.join(f'excluded.{c}' for c in changed)})"] if changed else []
+    differs.append("NOT (ST_OrderingEquals(t.geom, excluded.geom) OR "
+                   f"ST_HausdorffDistance(t.geom, excluded.geom) < {SAME_SHAPE_DEG!r})")
     return (
         f"WITH up AS (INSERT INTO {spec.table} AS t ({', '.join([*where, *located])}) "
         f"SELECT {', '.join([*values, *(f'loc.{c}' for c in located)])} {source}"
         "WHERE s.load_id = :l AND s.row_no BETWEEN :lo AND :hi ORDER BY s.row_no "
         f"ON CONFLICT (code) DO UPDATE SET {sets}, version = t.version + 1, updated_at = now() "
-        f"WHERE ({', '.join(f't.{c}' for c in changed)}) IS DISTINCT FROM "
-        f"({', '.join(f'excluded.{c}' for c in changed)}) "
+        f"WHERE {' OR '.join(differs)} "
         "RETURNING (t.xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted) AS inserted, "
         "count(*) FILTER (WHERE NOT inserted) AS updated FROM up")

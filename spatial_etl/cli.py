@@ -340,5 +340,6 @@ def report_command(
     summary(f"etl report {region}", [
         ("sub-regions", result.subregions), ("shaded by", result.measure),
         ("buildings (heat)", result.buildings), ("events (heat)", result.events),
-        ("key places", result.places), ("seconds", f"{result.seconds:.1f}"),
+        ("key places", result.places), ("events period", result.period),
+        ("seconds", f"{result.seconds:.1f}"),
         ("file", str(result.path))])

@@ -210,8 +210,13 @@ def csv_encoding(path: Path) -> TextEncoding:
     row, column = _csv_position(path, bad, "gbk")
     bad_gbk = _csv_first_bad(path, "gbk")
     if bad_gbk is None:
-        return TextEncoding("gbk", f"{path.name} is not UTF-8 (row {row}, column {column}): "
+        return TextEncoding("gbk", f"{path.name} is not UTF-8 ({_where(row, column)}): "
                                    "read as GBK")
     row, column = _csv_position(path, bad_gbk, "gbk")
-    raise EtlInputError(f"{path.name} row {row}, column {column}: the text is neither UTF-8 nor "
+    raise EtlInputError(f"{path.name} {_where(row, column)}: the text is neither UTF-8 nor "
                         "GBK; save it as UTF-8")
+
+
+def _where(row: int, column: str) -> str:
+    """Name a CSV position as messages do (row 0 is the header line)."""
+    return f"header, column {column}" if row == 0 else f"row {row}, column {column}"

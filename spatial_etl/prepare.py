@@ -23,6 +23,23 @@ from spatial_etl.mapping import Resolved, column_values
 from spatial_etl.sources import Chunk, SourceInfo
 from spatial_etl.targets import Target, field_model
 
+#: Fields that exports and API answers show masked (脱敏: 138****5678, 张*丰). A value with a
+#: ``*`` in one of them came from such an output; writing it back would replace the real number
+#: or name with its mask, so the row is refused. A person's name is masked too.
+PERSONAL_FIELDS = frozenset({"leader_name", "leader_phone", "phone", "contact_name",
+                             "contact_phone", "legal_representative", "document_number",
+                             "reporter_name", "reporter_phone"})
+
+
+def masked_field(target: Target, values: Mapping[str, Any]) -> str | None:
+    """Return the first personal field whose value is masked, or None."""
+    personal = PERSONAL_FIELDS | ({"name"} if target.name == "persons" else set())
+    for name in sorted(personal & set(values)):
+        value = values[name]
+        if isinstance(value, str) and "*" in value:
+            return name
+    return None
+
 
 class Sink(Protocol):
     """Where problems go."""
@@ -140,6 +157,13 @@ def prepare_rows(chunk: Chunk, source: SourceInfo, resolved: Resolved, target: T
     for i, row in enumerate(rows):
         if geo is not None and i in geo.rejected:
             sink.reject(source.label, row, geo.column, geo.rejected[i],
+                        values=_source_values(chunk, i))
+            continue
+        masked = masked_field(target, values[i])
+        if masked is not None:
+            sink.reject(source.label, row, _column_of(resolved, masked),
+                        f"{values[i][masked]!r} is masked (脱敏), as exports and lists show it; "
+                        "give the full value or leave the column out",
                         values=_source_values(chunk, i))
             continue
         has_geom = geo is not None and geo.geoms[i] is not None

@@ -54,6 +54,8 @@ class ReportResult:
     events: int = 0
     places: int = 0
     measure: str = ""
+    #: The events' period (start/end dates), for the table and the heat alike.
+    period: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -177,8 +179,12 @@ def run_report(env: EtlEnv, *, region: str, out: Path, date_from: date | None = 
                 result.notes.append("the statistics tables were never counted: figures are 0 "
                                     "until the statistics job (or `etl h3`) runs")
         area = statistics.resolve_area(session, actor, region)
+        # One period for the table and the events heat (default: the statistics' 30 days),
+        # so the map never shows events the table does not count.
+        period = statistics.make_period(date_from, date_to)
+        result.period = f"{period.start}/{period.end}"
         rows = list(statistics.region_table(session, actor=actor, region_code=region,
-                                            date_from=date_from, date_to=date_to))
+                                            date_from=period.start, date_to=period.end))
         result.subregions = len(rows)
         own = regions.get_region(session, actor=actor, code=region, tolerance=0.00005)
         centre = shapely.point_on_surface(shape(own["geometry"]))
@@ -201,10 +207,8 @@ def run_report(env: EtlEnv, *, region: str, out: Path, date_from: date | None = 
         if progress is not None:
             progress(1)
         buildings = _feature_points(session, actor, "buildings", max_points)
-        params = {}
-        if date_from or date_to:
-            params["datetime"] = f"{date_from or '..'}/{date_to or '..'}"
-        events = _feature_points(session, actor, "events", max_points, params)
+        events = _feature_points(session, actor, "events", max_points,
+                                 {"datetime": result.period})
         add_heat(fmap, buildings, "建筑物热力 buildings")
         add_heat(fmap, events, "事件热力 events")
         places = _feature_points(session, actor, "key_places", max_points)
@@ -216,7 +220,8 @@ def run_report(env: EtlEnv, *, region: str, out: Path, date_from: date | None = 
         folium.LayerControl(collapsed=False).add_to(fmap)
         mark = watermark(actor)
         fmap.get_root().html.add_child(Element(_table(  # type: ignore[attr-defined]
-            rows, _COLUMNS, f"{area.name} {area.code}", mark, _legend(measure, top))))
+            rows, _COLUMNS, f"{area.name} {area.code} · 事件 events {period.start} – {period.end}",
+            mark, _legend(measure, top))))
         west, south, east, north = shape(own["geometry"]).bounds
         fmap.fit_bounds([[south, west], [north, east]])
         page = fmap.get_root().render()

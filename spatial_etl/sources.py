@@ -102,8 +102,11 @@ def _open_csv(path: Path, crs_option: str | None) -> SourceInfo:
         header = pd.read_csv(path, nrows=0, encoding=encoding.codec, dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise EtlInputError(f"{path.name}: not a CSV table ({exc})") from None
+    rows, last = -1, b"\n"  # the header line is not a row
     with path.open("rb") as fh:
-        rows = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            rows, last = rows + block.count(b"\n"), block[-1:]
+    rows += int(last != b"\n")  # a last line without its newline is a row too
     crs, _ = resolve_crs(path.name, None, crs_option) if crs_option else (None, None)
     source = SourceInfo(path, "CSV", None, tuple(str(c) for c in header.columns), max(rows, 0),
                         crs or _NO_CRS, encoding)

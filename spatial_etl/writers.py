@@ -27,8 +27,18 @@ from geoserver.domain.principal import Principal
 from geoserver.errors import InvalidInput, NotFound
 from geoserver.security.crypto import PersonalDataCrypto
 from geoserver.services import addresses, enterprises, events, persons, places, regions
+from spatial_etl.bulk import SAME_SHAPE_DEG
 
 STORAGE = "CGCS2000"
+
+
+def same_shape(a: BaseGeometry, b: BaseGeometry) -> bool:
+    """Return whether two geometries are the same shape, give or take reprojection noise.
+
+    A boundary file that went through EPSG:4549 and back differs from the stored outline by
+    float noise only, and must not make a new version of every region it touches.
+    """
+    return bool(shapely.equals(a, b)) or float(shapely.hausdorff_distance(a, b)) < SAME_SHAPE_DEG
 
 
 @dataclass
@@ -83,8 +93,7 @@ def write_region(ctx: WriteContext, row: RowInput) -> str:
     changes = {k: v[k] for k in _REGION_UPDATABLE
                if k in v and v[k] is not None and str(v[k]) != str(current[k])}
     old = shapely.from_wkb(bytes(current["wkb"]))
-    if row.geom is not None and not shapely.equals(shapely.normalize(old),
-                                                   shapely.normalize(row.geom)):
+    if row.geom is not None and not same_shape(old, row.geom):
         changes.update(geometry=_geojson(row.geom), crs=STORAGE)
     if not changes:
         return "unchanged"

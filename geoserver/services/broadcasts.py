@@ -8,15 +8,19 @@ reader see broadcasts sent to regions above their own (migration 0060).
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geoserver.domain.principal import Principal
 from geoserver.errors import InvalidInput, NotFound, PermissionDenied
 from geoserver.services.audit import NO_CONTEXT, AuditContext, audit
+
+#: Control characters other than line breaks and tabs (PostgreSQL refuses NUL outright).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class BroadcastIn(BaseModel):
@@ -27,7 +31,23 @@ class BroadcastIn(BaseModel):
     region_code: str = Field(pattern=r"^[0-9A-Za-z]{2,24}$")
     title: str = Field(min_length=1, max_length=100)
     body: str = Field(min_length=1, max_length=4000)
-    expires_at: datetime | None = None
+    #: With a time zone: a bare 18:00 would be read in the server's zone, not Shanghai's.
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("title", "body")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("may not contain control characters")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _future(cls, value: datetime | None) -> datetime | None:
+        # An expired broadcast would reach nobody (and the table refuses it).
+        if value is not None and value <= datetime.now(UTC):
+            raise ValueError("must lie in the future")
+        return value
 
 
 class BroadcastPublic(BaseModel):

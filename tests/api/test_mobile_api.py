@@ -264,6 +264,28 @@ def test_broadcasts_reach_the_grid_not_other_townships(http, people) -> None:
         "region_code": OTHER, "title": "x", "body": "y"}).status_code == 422
 
 
+@pytest.mark.parametrize(("change", "field"), [
+    ({"expires_at": "2020-01-01T00:00:00+08:00"}, "expires_at"),  # already expired
+    ({"expires_at": "2999-01-01T18:00:00"}, "expires_at"),  # no time zone
+    ({"title": "防台\u0000通知"}, "title"),
+    ({"body": "今晚\u001b台风"}, "body"),
+    ({"title": ""}, "title"),
+    ({"region_code": "鹿城"}, "region_code"),
+])
+def test_bad_broadcasts_are_422(http, people, change, field) -> None:
+    r = http.post("/api/v1/mobile/broadcasts", headers=people.commander.headers, json={
+        "region_code": TOWNSHIP, "title": "防台通知", "body": "请巡查低洼地带", **change})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == field
+    # The connection is still good for the next request.
+    assert http.get("/api/v1/mobile/broadcasts", headers=people.worker.headers).status_code == 200
+
+
+def test_unknown_broadcast_is_404(http, people) -> None:
+    assert http.post("/api/v1/mobile/broadcasts/987654321/read",
+                     headers=people.worker.headers).status_code == 404
+
+
 def test_profile(http, people) -> None:
     me = http.get("/api/v1/mobile/profile", headers=people.worker.headers).json()
     assert me["username"] == "mb_worker" and me["grid_codes"] == [GRID]

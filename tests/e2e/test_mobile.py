@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import create_engine, text
@@ -174,6 +175,11 @@ def test_patrol_partly_offline_arrives_once_and_in_order(phone, server, engine, 
     walk(ctx, page, path[18:28])
     assert page.inner_text("#net") == "离线"
     assert int(page.inner_text("#st-pending")) > 10
+    # Offline after a reload the small map still draws the grid and the whole track so far.
+    page.wait_for_function("() => Number(document.getElementById('patrol-map').dataset.track"
+                           " || 0) >= 20", timeout=30_000)
+    drawn = map_colours(page)
+    assert drawn["track"] > 50 and drawn["grid"] > 50, drawn
     screenshot(page, "mobile_patrol_offline")
     offline_to = time.time()
     ctx.set_offline(False)
@@ -202,6 +208,15 @@ def test_patrol_partly_offline_arrives_once_and_in_order(phone, server, engine, 
     # Batches arrived in the order they were recorded, without overlapping.
     assert all(a.last < b.first for a, b in zip(batches, batches[1:], strict=False))
     assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def map_colours(page) -> dict[str, int]:
+    """Count the small map's pixels of the track's red and the grid outline's blue."""
+    shot = Image.open(io.BytesIO(page.locator("#patrol-map").screenshot())).convert("RGB")
+    pixels = np.asarray(shot, dtype=np.int32)
+    near = {"track": (0xD0, 0x30, 0x2F), "grid": (0x0B, 0x5C, 0xAD)}
+    return {name: int((np.abs(pixels - colour).sum(axis=2) < 60).sum())
+            for name, colour in near.items()}
 
 
 def _hide(page, hidden: bool) -> None:
@@ -438,6 +453,40 @@ def test_handle_and_verify_an_assigned_event(phone, server, engine, grid, start_
     assert history[-1].data["verifier_distance_m"] < 50
     photos = rows(engine, "SELECT stage FROM mobile_photo WHERE event_id = :e", e=ev["id"])
     assert [p.stage for p in photos] == ["handle"]
+
+
+def test_action_queued_offline_survives_a_reminder_meanwhile(phone, server, engine, grid,
+                                                             start_point) -> None:
+    ctx, page = phone
+    user = new_worker(engine, grid)
+    sent = _dispatch_to(server, engine, grid, start_point)
+    ev = sent["event"]
+    login(page, server, user)
+    page.click(f"#tasks-body a[href='#event/{ev['id']}']")
+    page.wait_for_selector("[data-act=sign]")
+    ctx.set_offline(True)
+    page.click("[data-act=sign]")
+    page.wait_for_function("() => document.getElementById('notice-text').textContent"
+                           ".includes('离线')")
+    # While the phone is offline the command centre reminds again: the version it saw is stale.
+    commander = make_user(engine, f"m_cmd2_{int(time.time() * 1000) % 10**8}",
+                          roles=["township_commander"], scope=[grid[:9]],
+                          positions=[("command_centre_staff", grid[:9])])
+    with httpx.Client(base_url=server, headers=commander.headers, timeout=30) as c:
+        version = c.get(f"/api/v1/events/{ev['id']}").json()["version"]
+        r = c.post(f"/api/v1/events/{ev['id']}/actions/remind", json={
+            "version": version, "note": "再次催办"})
+        assert r.status_code == 200, r.text
+    ctx.set_offline(False)
+    wait_all_sent(page)
+    history = rows(engine, "SELECT action FROM event_history WHERE event_id = :e ORDER BY id",
+                   e=ev["id"])
+    assert [h.action for h in history][-2:] == ["remind", "sign"]
+    assert rows(engine, "SELECT count(*) AS n FROM mobile_request WHERE event_id = :e "
+                        "AND kind = 'sign'", e=ev["id"])[0].n == 1
+    page.wait_for_function("() => document.querySelector('#event-body .kv .tag')"
+                           ".textContent === '处置中'")
+    screenshot(page, "mobile_event_signed_after_reminder")
 
 
 # --- secure context and accessibility ------------------------------------------------------------

@@ -139,3 +139,21 @@ def test_report_opens_offline(etl, tmp_path) -> None:
     assert "Leaflet 1.9.4" in page and "L.heatLayer" in page and "simpleheat" in page
     assert "五马街道" in page and "exported by etl:" in page
     assert page.count("<tr>") >= 2  # the sub-regions' table
+
+
+def test_report_heat_and_table_share_one_period(etl, tmp_path) -> None:
+    from geoserver.services.statistics import make_period
+
+    period = make_period(None, None)  # the statistics' default: the last 30 Shanghai days
+    out = tmp_path / "period.html"
+    r = etl("report", "--region", TOWNSHIP, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert f"{period.start} – {period.end}" in out.read_text("utf-8")
+    drawn = etl.scalar(
+        "SELECT count(*) FROM event WHERE geom IS NOT NULL AND path <@ '330300.330302.330302006' "
+        "AND (reported_at AT TIME ZONE 'Asia/Shanghai')::date BETWEEN :a AND :b",
+        a=period.start, b=period.end)
+    assert re.search(rf"events \(heat\)\s*│\s*{drawn:,}\s*│", r.output), (drawn, r.output)
+    old = etl.scalar("SELECT count(*) FROM event WHERE path <@ '330300.330302.330302006' "
+                     "AND (reported_at AT TIME ZONE 'Asia/Shanghai')::date < :a", a=period.start)
+    assert old > 0, "the demo has older events, which the heat must leave out"

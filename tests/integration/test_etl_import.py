@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -294,6 +295,37 @@ def test_upsert_by_code_updates_changed_rows_only(etl, spot, tmp_path) -> None:
     rows = dict(etl.rows("SELECT code, version FROM building WHERE code LIKE 'UP%'"))
     assert rows == {"UP1": 1, "UP2": 2}
     assert etl.scalar("SELECT name FROM building WHERE code = 'UP2'") == "二改"
+
+
+def test_reprojected_file_of_the_same_shapes_changes_nothing(etl, spot, tmp_path) -> None:
+    path = tmp_path / "same.gpkg"
+    pyogrio.write_dataframe(frame(["SAME1", "SAME2"], boxes(spot, 2)), path)
+    assert etl("import", path, "--target", "buildings").exit_code == 0
+    # The same footprints after a trip through EPSG:4549: float noise, not an update.
+    metric = tmp_path / "same4549.gpkg"
+    pyogrio.write_dataframe(frame(["SAME1", "SAME2"], boxes(spot, 2)).to_crs("EPSG:4549"),
+                            metric)
+    r = etl("import", metric, "--target", "buildings")
+    assert r.exit_code == 0, r.output
+    assert re.search(r"unchanged\s*│\s*2\s*│", r.output), r.output
+    assert dict(etl.rows("SELECT code, version FROM building WHERE code LIKE 'SAME%'")) == {
+        "SAME1": 1, "SAME2": 1}
+
+
+def test_gbk_csv_without_a_final_newline(etl, spot, tmp_path) -> None:
+    from spatial_etl.sources import open_source
+
+    gx, gy = wgs84_to_gcj02(*spot)
+    lines = [f"LMP{i},street_lamp,鹿城区综合行政执法局,{gx + i * 1e-4:.8f},{gy:.8f}"
+             for i in range(3)]
+    path = tmp_path / "lamps.csv"
+    path.write_bytes("\n".join(["code,category,owner_department,经度,纬度", *lines]).encode("gbk"))
+    assert open_source(path, crs_option="GCJ-02").rows == 3
+    r = etl("import", path, "--target", "components", "--crs", "GCJ-02")
+    assert r.exit_code == 0, r.output
+    assert "lamps.csv is not UTF-8 (header, column 经度): read as GBK" in r.output
+    assert etl.scalar("SELECT count(*) FROM city_component WHERE code LIKE 'LMP%' "
+                      "AND owner_department = '鹿城区综合行政执法局'") == 3
 
 
 def test_duplicate_codes_in_a_file(etl, spot, tmp_path) -> None:

@@ -4,10 +4,12 @@ historic events and GPX tracks (against the tiny demo city)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
 
+import pyogrio
 import pytest
 import shapely
 from sqlalchemy.orm import Session
@@ -79,6 +81,40 @@ def test_sliver_tolerance_is_an_option(etl, centre, tmp_path) -> None:
     assert r.exit_code == 1, r.output
     r = etl("import", path, "--target", "regions")
     assert r.exit_code == 0, r.output
+
+
+def test_exported_grids_come_back_unchanged_but_never_masked(etl, tmp_path) -> None:
+    village = GRID[:12]
+    out = tmp_path / "grids.gpkg"
+    r = etl("export", "--layer", "grids", "--format", "gpkg", "--out", out, "--region", village)
+    assert r.exit_code == 0, r.output
+    exported = pyogrio.read_dataframe(out)
+    # The village's grids only (micro grids made above hang off GRID).
+    exported = exported[exported["parent_code"] == village]
+    pyogrio.write_dataframe(exported, out)
+    assert exported["leader_phone"].str.contains("*", regex=False).any()
+    before = dict(etl.rows("SELECT code, version FROM region WHERE valid_to IS NULL "
+                           "AND parent_code = :v AND level = 'grid'", v=village))
+    phones = dict(etl.rows("SELECT code, leader_phone FROM region WHERE valid_to IS NULL "
+                           "AND parent_code = :v AND level = 'grid'", v=village))
+    ignore = tmp_path / "ignore.yaml"
+    ignore.write_text("unmapped: ignore\n", encoding="utf-8")
+    # Written back as is, the masked phones (138****5678) would replace the real numbers.
+    r = etl("import", out, "--target", "grids", "--mapping", ignore)
+    assert r.exit_code == 1
+    assert "column leader_phone" in r.output and "is masked" in r.output
+    drop = tmp_path / "drop.yaml"
+    drop.write_text("columns:\n  leader_phone: null\nunmapped: ignore\n", encoding="utf-8")
+    # Through EPSG:4549 and back, the outlines differ by float noise only: no new versions.
+    metric = tmp_path / "grids4549.gpkg"
+    pyogrio.write_dataframe(exported.to_crs("EPSG:4549"), metric)
+    r = etl("import", metric, "--target", "grids", "--mapping", drop)
+    assert r.exit_code == 0, r.output
+    assert re.search(rf"unchanged\s*│\s*{len(before)}\s*│", r.output), r.output
+    assert dict(etl.rows("SELECT code, version FROM region WHERE valid_to IS NULL "
+                         "AND parent_code = :v AND level = 'grid'", v=village)) == before
+    assert dict(etl.rows("SELECT code, leader_phone FROM region WHERE valid_to IS NULL "
+                         "AND parent_code = :v AND level = 'grid'", v=village)) == phones
 
 
 def test_addresses_are_written_parents_first(etl, tmp_path) -> None:

@@ -3,7 +3,7 @@
 // requests are never cached here: answers are per user and per moment, and the page keeps what
 // it needs for offline use in IndexedDB. Bump VERSION when any shell file changes.
 
-const VERSION = "m-2026-11-1";
+const VERSION = "m-2026-11-2";
 const SHELL = [
   "./", "./index.html", "./m.css", "./manifest.webmanifest", "./icon.svg",
   "./js/main.js", "./js/config.js", "./js/db.js", "./js/geo.js", "./js/location.js",

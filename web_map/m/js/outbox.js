@@ -157,11 +157,26 @@ export class Outbox {
         await del("outbox", item.seq);
         await kvSet(`lastUpload:${this.user}`, { at: Date.now(), item: item.label });
         this.onSent(item, r.data);
+      } else if (await this._rebased(item, r)) {
+        this.flush(); // runs once this flush is done
       } else {
         await put("outbox", { ...item, refused: problemText(r), attempts: item.attempts + 1 });
       }
       this.onChange();
     }
+    return true;
+  }
+
+  // An action carries the event version the worker saw; a 催办 or 督办 while it waited offline
+  // makes that stale (409 with current_version). The server applied nothing and kept no record
+  // of the key, so the action goes once more on the current version under a new key: still
+  // exactly once, and the server still refuses what the event's state no longer allows.
+  async _rebased(item, r) {
+    const current = r.data && r.data.current_version;
+    if (item.kind !== "action" || r.status !== 409 || !Number.isInteger(current)
+        || item.rebasedFrom !== undefined) return false;
+    await put("outbox", { ...item, key: uuid(), body: { ...item.body, version: current },
+      rebasedFrom: item.body.version, attempts: item.attempts + 1 });
     return true;
   }
 
@@ -181,7 +196,8 @@ export class Outbox {
 
   async retryRefused(seq) {
     const item = (await all("outbox")).find((i) => i.seq === seq);
-    if (item) await put("outbox", { ...item, refused: undefined });
+    // The worker chose to try again: a stale version may be brought up to date once more.
+    if (item) await put("outbox", { ...item, refused: undefined, rebasedFrom: undefined });
     this.failures = 0;
     this.retryAt = 0;
     return this.flush();

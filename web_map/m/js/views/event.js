@@ -173,7 +173,9 @@ export function onSent(app, item) {
 // Server messages are English; the one a worker meets on site is said in Chinese.
 function zh(text) {
   const m = /you are (\d+) m from the event.* at most (\d+) m/.exec(text || "");
-  return m ? `您距事件约 ${m[1]} 米，现场核查须在 ${m[2]} 米以内，请到现场后再核查` : text;
+  if (m) return `您距事件约 ${m[1]} 米，现场核查须在 ${m[2]} 米以内，请到现场后再核查`;
+  const s = /is at version \d+ \(state (\w+)\)/.exec(text || "");
+  return s ? `事件已在此期间变为「${STATE_NAMES[s[1]] || s[1]}」，此操作不再适用，请返回任务查看` : text;
 }
 
 export function onQueue(app) {
