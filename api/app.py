@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import geoserver.jobs.events  # noqa: F401  (registers the event jobs)
 import geoserver.jobs.notifications  # noqa: F401  (registers the message jobs)
 import geoserver.jobs.partners  # noqa: F401  (registers the partner jobs)
-import geoserver.jobs.patrols  # noqa: F401  (registers the patrol jobs)
+import geoserver.jobs.patrols as patrol_jobs  # (registers the patrol jobs)
 import geoserver.jobs.statistics  # noqa: F401  (registers the statistics jobs)
 from api import errors
 from api.live import start_hub
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application for ``settings`` (read from the environment when omitted)."""
     settings = settings or Settings()
     db = settings.database
+    patrol_jobs.configure(settings.patrol)
     if not db.app_database_url:
         raise RuntimeError(
             "GRIDGOV_APP_DATABASE_URL is not set: start gridgov with `gridgov serve`"

@@ -1,26 +1,36 @@
-"""Patrols (网格巡查): point ingest from phones and files, patrol records, playback, live
-positions and statistics."""
+"""Patrols (网格巡查): point ingest from phones and files, patrol records and their exports,
+playback, live positions, statistics and targets."""
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, File, Form, Query, Response, UploadFile
+import orjson
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from api.deps import AuditContextDep, CurrentUser, get_session
-from geoserver.services import patrols
+from api.deps import (
+    AuditContextDep,
+    CurrentUser,
+    EngineDep,
+    SessionDep,
+    SettingsDep,
+    stream_rows,
+)
+from api.exports import export_response
+from geoserver.config import PatrolSettings
+from geoserver.domain.principal import Principal
+from geoserver.domain.watermark import watermark
+from geoserver.services import patrol_export, patrol_stats, patrols
 from geoserver.services.patrol_store import StoredBatch
 
 router = APIRouter(prefix="/api/v1/patrols", tags=["patrols"])
 
-# Writes commit before the response is sent (scope="function"): a 2xx means the points are
-# durable, and a failed commit is an error answer, not a lost batch behind a 201.
-CommittedSessionDep = Annotated[Session, Depends(get_session, scope="function")]
-ReadSessionDep = Annotated[Session, Depends(get_session)]
+# SessionDep commits before the response is sent: a 2xx means the points are durable, and a
+# failed commit is an error answer, not a lost batch behind a 201.
 
 
 class PointIn(BaseModel):
@@ -54,57 +64,83 @@ class BatchOut(BaseModel):
     last_ts: datetime | None
 
 
+class TargetIn(BaseModel):
+    """A grid type's daily patrol targets (巡查考核标准)."""
+
+    min_mileage_m: float = Field(ge=0, le=patrol_stats.MAX_TARGET_MILEAGE_M)
+    min_duration_s: int = Field(ge=0, le=patrol_stats.MAX_TARGET_DURATION_S)
+
+
 def _batch(result: StoredBatch, response: Response) -> BatchOut:
     response.status_code = 200 if result.duplicate else 201
     return BatchOut(**result.__dict__)
 
 
 def _json(data: Any, media_type: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, default=lambda v: v.isoformat())
-    return Response(body, media_type=media_type)
+    # orjson: a 4-hour playback is ~3,000 coordinate pairs, encoded several times faster.
+    return Response(orjson.dumps(data, default=str, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type=media_type)
 
+
+async def raw_body(request: Request) -> bytes:
+    """Return the request body unparsed: the service decodes it with orjson in the worker
+    thread, where FastAPI would decode it with the standard library on the event loop."""
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(raw_body)]
 
 # The body is validated column-wise by the service (fast for 10,000 points, and it names the
 # exact bad point); the model documents it in OpenAPI.
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Return a model's JSON schema with its one nested model inlined (a ``$defs`` reference
+    cannot be resolved inside the OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+    schema["properties"]["points"]["items"] = defs["PointIn"]
+    return schema
+
+
 _BATCH_DOC = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": PointBatchIn.model_json_schema()}}}}
+    "application/json": {"schema": _inline_schema(PointBatchIn)}}}}
 
 
 @router.post("/points", response_model=BatchOut, status_code=201, openapi_extra=_BATCH_DOC,
              responses={200: {"description": "the batch was stored before"}, 413: {}, 422: {}})
-def post_points(payload: Annotated[Any, Body()], user: CurrentUser,
-                session: CommittedSessionDep, response: Response) -> BatchOut:
+def post_points(body: RawBody, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+                response: Response) -> BatchOut:
     """Store a phone's batch of points (committed when this answers 2xx)."""
-    result = patrols.ingest_points(session, actor=user, payload=payload)
+    result = patrols.ingest_points(session, actor=user, payload=body, settings=settings.patrol)
     return _batch(result, response)
 
 
-def _upload(kind: str, session: Session, user: Any, file: UploadFile, crs: str | None,
-            batch_id: str | None, user_id: int | None) -> StoredBatch:
-    limit = patrols.DEFAULT_SETTINGS.max_file_bytes
-    data = file.file.read(limit + 1)  # one byte over tells the service it is too large
+def _upload(kind: str, session: Session, user: Principal, file: UploadFile, crs: str | None,
+            batch_id: str | None, user_id: int | None, settings: PatrolSettings) -> StoredBatch:
+    data = file.file.read(settings.max_file_bytes + 1)  # one byte over: the service says 413
     return patrols.ingest_file(session, actor=user, data=data, kind=kind, crs=crs,
-                               batch_id=batch_id, user_id=user_id)
+                               batch_id=batch_id, user_id=user_id, settings=settings)
 
 
 @router.post("/gpx", response_model=BatchOut, status_code=201, responses={413: {}, 422: {}})
-def post_gpx(file: Annotated[UploadFile, File()], user: CurrentUser,
-             session: CommittedSessionDep, response: Response,
+def post_gpx(file: Annotated[UploadFile, File()], user: CurrentUser, session: SessionDep,
+             settings: SettingsDep, response: Response,
              crs: Annotated[str | None, Form()] = None,
              batch_id: Annotated[str | None, Form()] = None,
              user_id: Annotated[int | None, Form()] = None) -> BatchOut:
     """Upload a GPX 1.0/1.1 track (every point needs a time); ``crs`` is required."""
-    return _batch(_upload("gpx", session, user, file, crs, batch_id, user_id), response)
+    return _batch(_upload("gpx", session, user, file, crs, batch_id, user_id, settings.patrol),
+                  response)
 
 
 @router.post("/csv", response_model=BatchOut, status_code=201, responses={413: {}, 422: {}})
-def post_csv(file: Annotated[UploadFile, File()], user: CurrentUser,
-             session: CommittedSessionDep, response: Response,
+def post_csv(file: Annotated[UploadFile, File()], user: CurrentUser, session: SessionDep,
+             settings: SettingsDep, response: Response,
              crs: Annotated[str | None, Form()] = None,
              batch_id: Annotated[str | None, Form()] = None,
              user_id: Annotated[int | None, Form()] = None) -> BatchOut:
     """Upload a CSV track (time, lon, lat[, accuracy, speed, heading]); ``crs`` is required."""
-    return _batch(_upload("csv", session, user, file, crs, batch_id, user_id), response)
+    return _batch(_upload("csv", session, user, file, crs, batch_id, user_id, settings.patrol),
+                  response)
 
 
 def _filters(user_id: int | None = None, grid: str | None = Query(None, max_length=24),
@@ -118,7 +154,7 @@ FiltersDep = Annotated[patrols.SessionFilter, Depends(_filters)]
 
 
 @router.get("/sessions")
-def list_sessions(user: CurrentUser, session: ReadSessionDep, filters: FiltersDep,
+def list_sessions(user: CurrentUser, session: SessionDep, filters: FiltersDep,
                   limit: Annotated[int, Query(ge=1, le=500)] = 50,
                   offset: Annotated[int, Query(ge=0)] = 0) -> Response:
     """List patrol records (巡查记录) by worker, grid, region and Shanghai dates."""
@@ -126,26 +162,40 @@ def list_sessions(user: CurrentUser, session: ReadSessionDep, filters: FiltersDe
                                        offset=offset))
 
 
-@router.get("/sessions/export", responses={200: {"content": {
-    "text/csv": {}, "application/geo+json": {}, "application/gpx+xml": {}}}})
-def export_sessions(user: CurrentUser, session: CommittedSessionDep, filters: FiltersDep,
-                    context: AuditContextDep,
-                    format: Literal["csv", "geojson", "gpx"] = "csv") -> Response:
-    """Export patrol records as CSV, or with their tracks as GeoJSON or GPX (audited)."""
-    out = patrols.export_sessions(session, actor=user, filters=filters, fmt=format,
-                                  context=context)
-    return Response(out.content, media_type=out.media_type, headers={
-        "Content-Disposition": f'attachment; filename="{out.filename}"'})
+ExportFormat = Literal["csv", "xlsx", "geojson", "gpx"]
+
+
+@router.get("/sessions/export", response_class=Response, responses={200: {"content": {
+    "text/csv": {}, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
+    "application/geo+json": {}, "application/gpx+xml": {}}}})
+def export_sessions(user: CurrentUser, session: SessionDep, engine: EngineDep,
+                    settings: SettingsDep, filters: FiltersDep, context: AuditContextDep,
+                    format: ExportFormat = "csv") -> Response:
+    """Export patrol records as CSV or xlsx, or with their tracks as GeoJSON or GPX: checked
+    and audited first, then streamed with a watermark."""
+    patrol_export.prepare_export(session, actor=user, filters=filters, fmt=format,
+                                 settings=settings.patrol, context=context)
+    tracks = format in patrol_export.TRACK_FORMATS
+    cap = patrol_export.export_cap(format, settings.patrol)
+    rows = stream_rows(engine, user, lambda s: patrol_export.iter_records(
+        s, actor=user, filters=filters, tracks=tracks, limit=cap))
+    if not tracks:
+        return export_response(format, rows, patrol_export.COLUMNS, user, "patrols")
+    return StreamingResponse(
+        patrol_export.stream(format, rows, watermark(user)),
+        media_type=patrol_export.MEDIA[format], headers={
+            "Content-Disposition": f'attachment; filename="patrols.{format}"',
+            "Cache-Control": "no-store"})
 
 
 @router.get("/sessions/{session_id}")
-def get_session_detail(session_id: int, user: CurrentUser, session: ReadSessionDep) -> Response:
+def get_session_detail(session_id: int, user: CurrentUser, session: SessionDep) -> Response:
     """Return one patrol record with its gaps and visits."""
     return _json(patrols.get_session(session, actor=user, session_id=session_id))
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-def delete_session(session_id: int, user: CurrentUser, session: CommittedSessionDep,
+def delete_session(session_id: int, user: CurrentUser, session: SessionDep,
                    context: AuditContextDep) -> Response:
     """Delete a patrol record (soft, audited)."""
     patrols.delete_session(session, actor=user, session_id=session_id, context=context)
@@ -153,7 +203,7 @@ def delete_session(session_id: int, user: CurrentUser, session: CommittedSession
 
 
 @router.get("/sessions/{session_id}/playback")
-def playback(session_id: int, user: CurrentUser, session: CommittedSessionDep,
+def playback(session_id: int, user: CurrentUser, session: SessionDep,
              context: AuditContextDep,
              resolution: Annotated[float, Query(ge=0, le=10_000,
                                                 description="metres per pixel")] = 0.0,
@@ -165,16 +215,38 @@ def playback(session_id: int, user: CurrentUser, session: CommittedSessionDep,
 
 
 @router.get("/live")
-def live(user: CurrentUser, session: CommittedSessionDep, context: AuditContextDep) -> Response:
+def live(user: CurrentUser, session: SessionDep, settings: SettingsDep,
+         context: AuditContextDep) -> Response:
     """Return every worker's last position in your jurisdiction, online or not (audited)."""
-    return _json(patrols.live_positions(session, actor=user, context=context),
-                 "application/geo+json")
+    return _json(patrols.live_positions(session, actor=user, settings=settings.patrol,
+                                        context=context), "application/geo+json")
 
 
 @router.get("/stats")
-def stats(user: CurrentUser, session: ReadSessionDep,
-          region: Annotated[str, Query(max_length=24)],
-          date_from: date | None = None, date_to: date | None = None) -> Response:
-    """Return patrol statistics (网格巡查统计) of a region over Shanghai days (default today)."""
-    return _json(patrols.patrol_stats(session, actor=user, region_code=region,
-                                      date_from=date_from, date_to=date_to))
+def stats(user: CurrentUser, session: SessionDep, settings: SettingsDep,
+          region: Annotated[str, Query(min_length=2, max_length=24)],
+          period: Literal["day", "week", "month"] | None = None,
+          date_: Annotated[date | None, Query(alias="date")] = None,
+          date_from: date | None = None, date_to: date | None = None,
+          detail: bool = True) -> Response:
+    """Return patrol statistics (网格巡查统计) of a region for the Shanghai day, ISO week or
+    month holding ``date`` (default today), or for date_from..date_to: totals, rates, a daily
+    series, every child region (choropleth-ready) and, with ``detail``, every worker."""
+    return _json(patrol_stats.patrol_stats(
+        session, actor=user, region_code=region, period=period, day=date_, date_from=date_from,
+        date_to=date_to, detail=detail, settings=settings.patrol))
+
+
+@router.get("/targets")
+def targets(user: CurrentUser, session: SessionDep) -> Response:
+    """Return the daily targets (minimum mileage and duration) per grid type."""
+    return _json(patrol_stats.list_targets(session, actor=user))
+
+
+@router.put("/targets/{grid_type}")
+def set_target(grid_type: str, body: TargetIn, user: CurrentUser, session: SessionDep,
+               context: AuditContextDep) -> Response:
+    """Set a grid type's daily targets (needs patrol.target; audited)."""
+    return _json(patrol_stats.set_target(
+        session, actor=user, grid_type=grid_type, min_mileage_m=body.min_mileage_m,
+        min_duration_s=body.min_duration_s, context=context))

@@ -109,6 +109,17 @@ class TrackRules:
 
 
 @dataclass(frozen=True)
+class IngestLimits:
+    """What a batch or a file of points may hold, and how far from now its times may lie."""
+
+    max_points: int = 20_000
+    max_file_bytes: int = 10 * 1024 * 1024
+    max_file_points: int = 200_000
+    max_past_days: float = 366.0
+    max_future_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class Stream:
     """One worker's time-ordered rows: times in epoch seconds, storage lon/lat (NaN for markers
     without a position), accuracy in metres (NaN unknown) and the row kind."""
@@ -226,6 +237,10 @@ class SessionMetrics:
     coverage_share: float | None
     cells_visited: int
     visits: list[Visit]
+    #: The grid's coverage cells this session visited, and how many cells the grid has: kept
+    #: so that coverage over a week or a month is the union of its sessions' cells.
+    grid_cells: tuple[int, ...] = ()
+    grid_cell_count: int | None = None
 
 
 # --- geometry helpers ----------------------------------------------------------------------------
@@ -538,6 +553,7 @@ def measure_session(t: FloatArray, lon: FloatArray, lat: FloatArray,
     cells = set(cells_for_points(dlon, dlat, COVERAGE_RES).tolist())
     time_share = length_share = coverage = None
     visits: list[Visit] = []
+    inside: set[int] = set()
     if grid is not None:
         time_share, length_share = (
             _shares(t, lon, lat, grid.polygon) if t.size > 1 else (0.0, 0.0))
@@ -548,7 +564,8 @@ def measure_session(t: FloatArray, lon: FloatArray, lat: FloatArray,
         started_at=float(t[0]), ended_at=float(t[-1]), duration_s=float(t[-1] - t[0]),
         mileage_m=float(mileage), in_grid_time_share=time_share,
         in_grid_length_share=length_share, coverage_share=coverage,
-        cells_visited=len(cells), visits=visits,
+        cells_visited=len(cells), visits=visits, grid_cells=tuple(sorted(inside)),
+        grid_cell_count=None if grid is None else len(grid.cells),
     )
 
 

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
-from geoserver.domain.tracks import PointKind
+from geoserver.config import GOVERNANCE_TZ
+from geoserver.domain.tracks import IngestLimits, PointKind
 from geoserver.errors import InvalidInput, TooLarge
 from geoserver.geo.crs import InputCRS, parse_input_crs, to_storage
 from geoserver.geo.h3cells import cells_for_points
@@ -36,15 +38,8 @@ _EARLIEST = datetime(2000, 1, 1).timestamp()
 _MS_HINT = 1e11
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What a batch or a file may hold, and how far from now its times may lie."""
-
-    max_points: int = 20_000
-    max_file_bytes: int = 10 * 1024 * 1024
-    max_file_points: int = 200_000
-    max_past_days: float = 366.0
-    max_future_seconds: float = 300.0
+#: The ingest limits (defined with the track domain, so that settings can build them).
+Limits = IngestLimits
 
 
 @dataclass(frozen=True)
@@ -113,9 +108,12 @@ def _parse_time(value: Any, field: str) -> float:
     raise _bad(field, "must be epoch milliseconds or an ISO 8601 time with offset")
 
 
+_TIME_TYPES = frozenset({int, float})
+
+
 def _times(values: Sequence[Any], prefix: str, name: str = "t") -> FloatArray:
     """Return epoch seconds for a column of times."""
-    if values and all(type(v) in (int, float) for v in values):
+    if values and set(map(type, values)) <= _TIME_TYPES:
         t = np.asarray(values, dtype=np.float64) / 1000.0
         if np.isfinite(t).all():
             return t
@@ -136,7 +134,8 @@ def check_times(t: FloatArray, *, limits: Limits, now: float, prefix: str,
         raise _bad(f"{prefix}[{i}].{name}", f"{_iso(t[i])} is in the future (check the clock)")
     i = _first(t < _EARLIEST)
     if i is not None:
-        hint = " — send epoch milliseconds, not seconds" if t[i] * 1000 < _MS_HINT else ""
+        # A positive time that would be after 2000 in seconds was sent in seconds.
+        hint = " — send epoch milliseconds, not seconds" if 0 < t[i] * 1000 < _MS_HINT else ""
         raise _bad(f"{prefix}[{i}].{name}", f"{_iso(t[i])} is before 2000{hint}")
     i = _first(t < now - limits.max_past_days * 86400)
     if i is not None:
@@ -146,7 +145,7 @@ def check_times(t: FloatArray, *, limits: Limits, now: float, prefix: str,
 
 def _iso(t: float) -> str:
     try:
-        return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+        return datetime.fromtimestamp(t, GOVERNANCE_TZ).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return f"epoch {t:g}"
 
@@ -179,7 +178,7 @@ def _check_ranges(cols: dict[str, FloatArray], prefix: str) -> None:
 def finish(t: FloatArray, lon: FloatArray, lat: FloatArray, *, crs: InputCRS,
            kind: npt.NDArray[np.int64] | None = None, accuracy: FloatArray | None = None,
            speed: FloatArray | None = None, heading: FloatArray | None = None,
-           limits: Limits, now: float, prefix: str) -> PointColumns:
+           limits: Limits, now: float, prefix: str, time_name: str = "t") -> PointColumns:
     """Check raw columns, convert positions to storage and index them in H3."""
     n = t.size
     nan = np.full(n, np.nan)
@@ -190,7 +189,7 @@ def finish(t: FloatArray, lon: FloatArray, lat: FloatArray, *, crs: InputCRS,
     missing = _first((kind == PointKind.FIX) & ~(np.isfinite(lon) & np.isfinite(lat)))
     if missing is not None:
         raise _bad(f"{prefix}[{missing}].lon", "a fix needs lon and lat")
-    check_times(t, limits=limits, now=now, prefix=prefix)
+    check_times(t, limits=limits, now=now, prefix=prefix, name=time_name)
     check_positions(lon, lat, prefix=prefix)
     _check_ranges(extra, prefix)
     has = np.isfinite(lon) & np.isfinite(lat)
@@ -242,9 +241,27 @@ def _event_column(points: Sequence[dict[str, Any]]) -> npt.NDArray[np.int64]:
     return kinds
 
 
+_MAX_POINT_BYTES = 512
+
+
+def decode_json(data: bytes) -> Any:
+    """Decode a JSON request body (orjson: ~5x the standard library on 10,000 points)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise _bad("body", f"malformed JSON: {e}") from None
+
+
 def parse_point_batch(payload: Any, *, limits: Limits, now: float) -> ParsedBatch:
     """Validate a phone batch ``{batch_id, crs, points: [{t, lon, lat, accuracy, speed,
-    heading, event}]}``; ``t`` is epoch milliseconds or ISO 8601 with an offset."""
+    heading, event}]}``; ``t`` is epoch milliseconds or ISO 8601 with an offset. ``payload``
+    is the decoded object, or the raw JSON body."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        # Refused before decoding: a JSON point takes well under 512 bytes.
+        if len(payload) > limits.max_points * _MAX_POINT_BYTES:
+            raise TooLarge(f"a batch holds at most {limits.max_points} points; this body is "
+                           f"{len(payload)} bytes")
+        payload = decode_json(bytes(payload))
     if not isinstance(payload, Mapping):
         raise _bad("body", "must be a JSON object with batch_id, crs and points")
     batch_id = read_batch_id(payload.get("batch_id"))
@@ -336,7 +353,7 @@ def parse_gpx(data: bytes, *, crs: InputCRS, limits: Limits, now: float) -> Poin
     return finish(arr(t, dtype=np.float64), arr(lon, dtype=np.float64), arr(lat, dtype=np.float64),
                   crs=crs, accuracy=arr(hdop, dtype=np.float64) * _UERE_M,
                   speed=arr(speed, dtype=np.float64), heading=arr(course, dtype=np.float64),
-                  limits=limits, now=now, prefix="trkpt")
+                  limits=limits, now=now, prefix="trkpt", time_name="time")
 
 
 # --- CSV -----------------------------------------------------------------------------------------
@@ -404,4 +421,5 @@ def parse_csv(data: bytes, *, crs: InputCRS, limits: Limits, now: float) -> Poin
     arr = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
     return finish(_times(times, "row", "time"), arr["lon"], arr["lat"], crs=crs,
                   accuracy=arr.get("accuracy"), speed=arr.get("speed"),
-                  heading=arr.get("heading"), limits=limits, now=now, prefix="row")
+                  heading=arr.get("heading"), limits=limits, now=now, prefix="row",
+                  time_name="time")

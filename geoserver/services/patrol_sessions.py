@@ -68,11 +68,23 @@ def _dt(t: float) -> datetime:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def _pending(session: Session, limit: int) -> list[Any]:
+# A worker's pending batches are taken together once one of them has settled (received
+# settle seconds ago), is not live data (ends before the session gap: an offline phone's
+# backlog) or is a file; until then a phone uploading every minute keeps adding to them, and
+# its open patrol is rebuilt once per settle period rather than once a minute.
+_PENDING = text(
+    "SELECT id, user_id, first_ts, last_ts FROM gps_batch WHERE processed_at IS NULL "
+    "AND n_points > 0 AND user_id IN (SELECT user_id FROM gps_batch WHERE processed_at IS NULL "
+    "AND n_points > 0 AND (received_at <= now() - make_interval(secs => :settle) "
+    "OR last_ts < now() - make_interval(secs => :gap) OR source <> 'phone')) "
+    "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED")
+
+
+def _pending(session: Session, limit: int, settle_seconds: float, gap_seconds: float
+             ) -> list[Any]:
     # SKIP LOCKED: a second builder (or a slow previous run) never processes a batch twice.
-    return list(session.execute(
-        text("SELECT id, user_id, first_ts, last_ts FROM gps_batch WHERE processed_at IS NULL "
-             "AND n_points > 0 ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"), {"n": limit}).all())
+    return list(session.execute(_PENDING, {"n": limit, "settle": settle_seconds,
+                                           "gap": gap_seconds}).all())
 
 
 def _window(session: Session, user_id: int, lo: datetime,
@@ -167,6 +179,8 @@ def _session_params(user_id: int, path: str, grid: _Grid, built: _Built, stream:
         "c": m.coverage_share, "cv": m.cells_visited, "pr": n_raw, "pk": int(rows.size),
         "mode": str(cleaned.mode_of(rows)), "wkb": shapely.to_wkb(line),
         "times": stream.t[rows].tolist(), "gaps": _gaps_json(built.gaps), "state": state,
+        "cells": list(m.grid_cells) if m.grid_cell_count is not None else None,
+        "ncells": m.grid_cell_count,
     }
 
 
@@ -178,6 +192,7 @@ _SESSION_COLUMNS = (
     ("cells_visited", ":cv"), ("points_raw", ":pr"), ("points_kept", ":pk"), ("mode", ":mode"),
     ("track", "ST_GeomFromWKB(:wkb, 4490)"), ("times", "CAST(:times AS float8[])"),
     ("gaps", "CAST(:gaps AS jsonb)"), ("state", ":state"),
+    ("grid_cells", "CAST(:cells AS bigint[])"), ("grid_cell_count", ":ncells"),
 )
 _UPDATE_SESSION = text(
     "UPDATE patrol_session SET " + ", ".join(f"{c} = {v}" for c, v in _SESSION_COLUMNS)
@@ -292,15 +307,21 @@ def _raw_count(stream: Stream, rows: np.ndarray) -> int:
 # --- the job -------------------------------------------------------------------------------------
 
 
-def build_pending_sessions(session: Session, *, rules: TrackRules,
-                           max_batches: int = 5000) -> BuildReport:
+def build_pending_sessions(session: Session, *, rules: TrackRules, max_batches: int = 5000,
+                           settle_seconds: float = 0.0,
+                           grids: dict[str, Any] | None = None) -> BuildReport:
     """Process unprocessed batches: rebuild their workers' sessions, mark the batches done,
-    and close open sessions whose worker has been silent longer than the session gap."""
-    batches = _pending(session, max_batches)
+    and close open sessions whose worker has been silent longer than the session gap.
+
+    ``settle_seconds`` leaves a live worker's batches to gather until one of them is that old
+    (the job's debounce; 0 takes everything). ``grids`` caches grid outlines, cells and places
+    across calls (the caller decides how long they stay fresh).
+    """
+    batches = _pending(session, max_batches, settle_seconds, rules.session_gap_seconds)
     by_user: dict[int, list[Any]] = defaultdict(list)
     for b in batches:
         by_user[b.user_id].append(b)
-    grids: dict[str, _Grid] = {}
+    grids = {} if grids is None else grids
     written = removed = marked = 0
     for user_id, rows in by_user.items():
         w, r, m = rebuild_worker(session, user_id=user_id, lo=min(b.first_ts for b in rows),
@@ -316,9 +337,13 @@ def build_pending_sessions(session: Session, *, rules: TrackRules,
     return BuildReport(len(batches), len(by_user), written, removed, marked)
 
 
-def maintain_partitions(session: Session, *, ahead_days: int, retention_days: int) -> dict[str,
-                                                                                            int]:
-    """Create raw-point partitions ahead (and for stragglers in DEFAULT), drop expired ones."""
+def maintain_partitions(session: Session, *, ahead_days: int, retention_days: int,
+                        archive: bool = False) -> dict[str, Any]:
+    """Create raw-point partitions ahead (and for stragglers in DEFAULT); retire expired days.
+
+    Retiring summarises each expired day's raw points per worker into ``gps_point_day``, then
+    drops its partition, or with ``archive`` moves it into the ``gps_archive`` schema.
+    """
     today = datetime.now(GOVERNANCE_TZ).date()
     first = today - timedelta(days=retention_days)
     ensure = text("SELECT gridgov_meta.ensure_gps_partitions(:a, :b)")
@@ -328,6 +353,6 @@ def maintain_partitions(session: Session, *, ahead_days: int, retention_days: in
     for day in session.execute(text("SELECT * FROM gridgov_meta.gps_default_days()")).scalars():
         if first <= day < today - timedelta(days=1):
             created += session.execute(ensure, {"a": day, "b": day}).scalar_one()
-    dropped = session.execute(text("SELECT gridgov_meta.drop_gps_partitions_before(:d)"),
-                              {"d": first}).scalar_one()
-    return {"created": int(created), "dropped": int(dropped)}
+    retired = session.execute(text("SELECT gridgov_meta.retire_gps_partitions(:d, :a)"),
+                              {"d": first, "a": archive}).scalar_one()
+    return {"created": int(created), "retired": retired}

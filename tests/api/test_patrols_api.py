@@ -3,6 +3,7 @@ playback and scope."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import numpy as np
+import openpyxl
 import pytest
 import shapely
 import uvicorn
@@ -34,16 +36,10 @@ OTHER_TOWNSHIP = "330302024"
 
 @pytest.fixture(scope="module")
 def server(pg, module_db) -> Iterator[str]:
-    """The app with the patrol router (included here until api/app.py includes it)."""
+    """The app on this module's database, served by uvicorn in a thread."""
     from api.app import create_app
-    from api.routes import patrols as patrol_routes
 
     app = create_app(make_settings(pg, module_db, jobs_enabled=False))
-    if not any(getattr(r, "path", "").startswith("/api/v1/patrols") for r in app.routes):
-        app.include_router(patrol_routes.router)
-        # The static web client is mounted at "/" and would shadow routes added after it.
-        mounts = [r for r in app.router.routes if getattr(r, "name", "") == "web_map"]
-        app.router.routes[:] = [r for r in app.router.routes if r not in mounts] + mounts
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -148,47 +144,123 @@ def test_late_batch_lands_in_its_days_partition(api, engine, worker, loop) -> No
         f"gps_point_p{day:%Y%m%d}"
 
 
-def test_bad_input_is_a_4xx_naming_the_problem_and_writes_nothing(api, engine, worker,
-                                                                  loop) -> None:
+def _edit(good: dict, i: int, **changes) -> dict:
+    out = {**good, "points": [dict(p) for p in good["points"]]}
+    out["points"][i].update(changes)
+    return out
+
+
+def _gpx_doc(trkpts: str) -> bytes:
+    return ('<?xml version="1.0"?><gpx version="1.1" creator="t" '
+            'xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>'
+            f"{trkpts}</trkseg></trk></gpx>").encode()
+
+
+_NOW = "2026-01-01T08:00:00+08:00"  # replaced by a recent time in the test
+_GPX_OK = f'<trkpt lat="28.02" lon="120.65"><time>{_NOW}</time></trkpt>'
+
+
+def _json_cases(good: dict) -> list[tuple[str, object, int, str, str]]:
+    """(name, body, status, field, words in the detail) for the JSON batch endpoint."""
+    lon, lat = good["points"][2]["lon"], good["points"][2]["lat"]
+    too_many = {**good, "points": [good["points"][0]] * 20_001}
+    return [
+        ("missing crs", {k: v for k, v in good.items() if k != "crs"}, 422, "crs", "required"),
+        ("unknown crs", {**good, "crs": "EPSG:3857"}, 422, "crs", "crs"),
+        ("swapped", _edit(good, 2, lon=lat, lat=lon), 422, "points[2]", "swapped"),
+        ("projected metres", _edit(good, 3, lon=505000.0, lat=3100000.0), 422, "points[3]",
+         "metres"),
+        ("latitude out of range", _edit(good, 4, lat=95.0), 422, "points[4]", "95"),
+        ("future", _edit(good, 5, t=int((time.time() + 86400) * 1000)), 422, "points[5].t",
+         "future"),
+        ("1901 as text", _edit(good, 6, t="1901-01-01T00:00:00+08:00"), 422, "points[6].t",
+         "before 2000"),
+        ("1901 as epoch ms", _edit(good, 7, t=-2_177_481_600_000), 422, "points[7].t",
+         "before 2000"),
+        ("points not a list", {**good, "points": "many"}, 422, "points", "list"),
+        ("malformed JSON", b'{"batch_id": "x", "crs": ', 422, "body", "malformed JSON"),
+        ("too many points", too_many, 413, "", "at most 20000 points"),
+        ("oversized body", b'{"points": [' + b" " * (20_000 * 512) + b"]}", 413, "", "bytes"),
+    ]
+
+
+def _file_cases(recent: str) -> list[tuple[str, str, bytes, dict, int, str, str]]:
+    """(name, endpoint, file, form, status, field, words) for the GPX and CSV uploads."""
+    ok = _GPX_OK.replace(_NOW, recent)
+    wgs = {"crs": "WGS84"}
+    return [
+        ("gpx missing crs", "gpx", _gpx_doc(ok), {}, 422, "crs", "required"),
+        ("gpx without time", "gpx", _gpx_doc('<trkpt lat="28.02" lon="120.65"/>'), wgs, 422,
+         "trkpt[0].time", "no <time>"),
+        ("gpx malformed XML", "gpx", b"<gpx><trk", wgs, 422, "file", "malformed XML"),
+        ("gpx with a DTD", "gpx", b'<?xml version="1.0"?><!DOCTYPE g [<!ENTITY a "b">]><gpx/>',
+         wgs, 422, "file", "DTD"),
+        ("gpx swapped", "gpx", _gpx_doc(ok.replace('lat="28.02" lon="120.65"',
+                                                   'lat="120.65" lon="28.02"')), wgs, 422,
+         "trkpt[0]", "swapped"),
+        ("gpx in 1901", "gpx", _gpx_doc(ok.replace(recent, "1901-05-01T08:00:00+08:00")), wgs,
+         422, "trkpt[0].time", "before 2000"),
+        ("gpx oversized", "gpx", b"x" * (patrols.DEFAULT_SETTINGS.max_file_bytes + 10), wgs,
+         413, "", "bytes"),
+        ("csv missing crs", "csv", f"time,lon,lat\n{recent},120.65,28.02\n".encode(), {}, 422,
+         "crs", "required"),
+        ("csv projected metres", "csv", f"time,lon,lat\n{recent},505000,3100000\n".encode(),
+         wgs, 422, "row[0]", "metres"),
+        ("csv in the future", "csv", b"time,lon,lat\n2999-01-01T00:00:00Z,120.65,28.02\n",
+         wgs, 422, "row[0].time", "future"),
+        ("csv without lat", "csv", f"time,lon\n{recent},120.65\n".encode(), wgs, 422, "file",
+         "lat"),
+    ]
+
+
+def _written(engine, user_id: int) -> tuple[int, int]:
+    return (scalar(engine, "SELECT count(*) FROM gps_batch WHERE user_id = :u", u=user_id),
+            scalar(engine, "SELECT count(*) FROM gps_point WHERE user_id = :u", u=user_id))
+
+
+def _assert_problem(r: httpx.Response, status: int, field: str, words: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert words in problem["detail"], problem
+    if field:
+        assert problem["errors"][0]["field"] == field, problem
+
+
+def test_bad_batches_are_4xx_problems_naming_the_field_and_write_nothing(api, engine, worker,
+                                                                         loop) -> None:
     t, lon, lat = walk(loop, time.time() - 600, limit=10)
     good = body("bad-1", t, lon, lat)
-    before = scalar(engine, "SELECT count(*) FROM gps_batch WHERE user_id = :u", u=worker.id)
-
-    def point(i, **kw):
-        b = {**good, "points": [dict(p) for p in good["points"]]}
-        b["points"][i].update(kw)
-        return b
-
-    cases = [
-        ({k: v for k, v in good.items() if k != "crs"}, 422, "crs"),
-        (point(2, lat=float(lon[2]), lon=float(lat[2])), 422, "swapped"),
-        (point(3, lon=505000.0, lat=3100000.0), 422, "metres"),
-        (point(4, lat=95.0), 422, "points[4]"),
-        (point(5, t=int((time.time() + 86400) * 1000)), 422, "future"),
-        (point(6, t="1901-01-01T00:00:00+08:00"), 422, "before 2000"),
-        ({**good, "points": "many"}, 422, "points"),
-    ]
-    for payload, status, words in cases:
-        r = api.post("/api/v1/patrols/points", json=payload, headers=worker.headers)
-        assert r.status_code == status, (words, r.text)
-        assert r.headers["content-type"].startswith("application/problem+json")
-        assert words in r.text, r.text
-    r = api.post("/api/v1/patrols/points", content=b"{not json", headers={
-        **worker.headers, "content-type": "application/json"})
-    assert r.status_code == 422
-    gpx_cases = [
-        (b'<?xml version="1.0"?><gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1">'
-         b'<trk><trkseg><trkpt lat="28.0" lon="120.6"/></trkseg></trk></gpx>', 422, "time"),
-        (b"<gpx><trk", 422, "malformed XML"),
-        (b"x" * (patrols.DEFAULT_SETTINGS.max_file_bytes + 10), 413, "bytes"),
-    ]
-    for data, status, words in gpx_cases:
-        r = api.post("/api/v1/patrols/gpx", files={"file": ("t.gpx", data)},
-                     data={"crs": "WGS84"}, headers=worker.headers)
-        assert r.status_code == status and words in r.text, r.text
+    before = _written(engine, worker.id)
+    for name, payload, status, field, words in _json_cases(good):
+        if isinstance(payload, bytes):
+            r = api.post("/api/v1/patrols/points", content=payload, headers={
+                **worker.headers, "content-type": "application/json"})
+        else:
+            r = api.post("/api/v1/patrols/points", json=payload, headers=worker.headers)
+        try:
+            _assert_problem(r, status, field, words)
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+        assert _written(engine, worker.id) == before, name
     assert api.post("/api/v1/patrols/points", json=good).status_code == 401
-    assert scalar(engine, "SELECT count(*) FROM gps_batch WHERE user_id = :u",
-                  u=worker.id) == before
+    # The good batch itself goes in: the cases above failed for their one flaw.
+    assert api.post("/api/v1/patrols/points", json=good, headers=worker.headers
+                    ).status_code == 201
+
+
+def test_bad_files_are_4xx_problems_naming_the_problem_and_write_nothing(api, engine,
+                                                                        worker) -> None:
+    recent = datetime.fromtimestamp(time.time() - 600, GOVERNANCE_TZ).isoformat()
+    before = _written(engine, worker.id)
+    for name, kind, data, form, status, field, words in _file_cases(recent):
+        r = api.post(f"/api/v1/patrols/{kind}", files={"file": (f"t.{kind}", data)}, data=form,
+                     headers=worker.headers)
+        try:
+            _assert_problem(r, status, field, words)
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+        assert _written(engine, worker.id) == before, name
 
 
 def _gpx(t, lon, lat) -> bytes:
@@ -299,3 +371,129 @@ def test_delete_is_soft_and_audited(api, commander, engine, worker, loop) -> Non
                   i=sid) is True
     assert scalar(engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.delete' "
                   "AND object_id = :i", i=str(sid)) == 1
+
+
+# --- exports, statistics, targets ----------------------------------------------------------------
+
+
+def _audits(engine, action: str, user: str) -> int:
+    return scalar(engine, "SELECT count(*) FROM audit_log WHERE action = :a "
+                  "AND actor_username = :u", a=action, u=user)
+
+
+def test_exports_in_four_formats_are_watermarked_audited_and_scoped(api, engine, commander,
+                                                                    stranger, worker,
+                                                                    patrol_id) -> None:
+    url = "/api/v1/patrols/sessions/export"
+    params = {"grid": GRID}
+    before = _audits(engine, "patrol.export", "patrol_t1")
+    got = {f: api.get(url, params={**params, "format": f}, headers=commander.headers)
+           for f in ("csv", "xlsx", "geojson", "gpx")}
+    for f, r in got.items():
+        assert r.status_code == 200, (f, r.text)
+        assert "attachment" in r.headers["content-disposition"]
+    assert _audits(engine, "patrol.export", "patrol_t1") == before + 4
+
+    lines = got["csv"].content.decode("utf-8-sig").splitlines()
+    assert "patrol_t1" in lines[0] and lines[1].startswith("id,user_id,username")
+    assert any(line.startswith(f"{patrol_id},") for line in lines[2:])
+
+    sheet = openpyxl.load_workbook(io.BytesIO(got["xlsx"].content)).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert "patrol_t1" in rows[0][0] and rows[1][0] == "id"
+    assert patrol_id in [r[0] for r in rows[2:]]
+
+    fc = got["geojson"].json()
+    assert got["geojson"].headers["content-type"].startswith("application/geo+json")
+    assert "patrol_t1" in fc["watermark"]
+    feat = next(f for f in fc["features"] if f["id"] == patrol_id)
+    assert feat["geometry"]["type"] == "LineString"
+    assert len(feat["properties"]["times"]) == len(feat["geometry"]["coordinates"]) \
+        == feat["properties"]["points_kept"]
+
+    ns = {"g": "http://www.topografix.com/GPX/1/1"}
+    gpx = ET.fromstring(got["gpx"].content)
+    assert "patrol_t1" in gpx.find("g:metadata/g:desc", ns).text
+    trk = next(t for t in gpx.findall("g:trk", ns) if t.find("g:number", ns).text ==
+               str(patrol_id))
+    assert len(trk.findall("g:trkseg/g:trkpt", ns)) == feat["properties"]["points_kept"]
+
+    # Another township: the region is refused by name, and an unfiltered export is empty.
+    r = api.get(url, params={"region": TOWNSHIP}, headers=stranger.headers)
+    _assert_problem(r, 422, "region_code", "jurisdiction")
+    r = api.get(url, params={"format": "csv"}, headers=stranger.headers)
+    assert r.status_code == 200 and f"\n{patrol_id}," not in r.text
+    _assert_problem(api.get(url, params={"format": "kml"}, headers=commander.headers), 422,
+                    "format", "format")
+    assert api.get(url, headers=worker.headers).status_code == 403
+
+
+def test_stats_by_week_and_month_with_children(api, commander, stranger, patrol_id) -> None:
+    yesterday = (datetime.now(GOVERNANCE_TZ) - timedelta(days=1)).date()
+    for period, days in (("week", 7), ("month", None)):
+        r = api.get("/api/v1/patrols/stats", params={"region": TOWNSHIP, "period": period,
+                                                      "date": yesterday.isoformat()},
+                    headers=commander.headers)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["period"] == period and (days is None or out["days"] == days)
+        assert out["patrolled"] >= 1 and 0 <= out["patrolled_rate"] <= 1
+        assert len(out["series"]) == out["days"]
+        village = next(c for c in out["children"] if c["code"] == GRID[:12])
+        assert village["patrolled"] >= 1 and village["coverage"] > 0
+        assert {t["grid_type"] for t in out["targets"]} == {"general", "key", "dedicated"}
+    bad = [({"region": TOWNSHIP, "period": "year"}, 422, "period"),
+           ({"region": TOWNSHIP, "period": "week", "date_from": "2026-01-01"}, 422, "period"),
+           ({"region": TOWNSHIP, "date_from": "2026-01-01", "date_to": "2026-12-01"}, 422,
+            "date_to"),
+           ({"region": TOWNSHIP, "date": "2026-13-01"}, 422, "date"),
+           ({"region": TOWNSHIP, "period": "week", "date": "9999-12-31"}, 422, "date"),
+           ({}, 422, "region")]
+    for params, status, field in bad:
+        r = api.get("/api/v1/patrols/stats", params=params, headers=commander.headers)
+        assert r.status_code == status, (params, r.text)
+        assert field in {e["field"] for e in r.json()["errors"]}, r.text
+    r = api.get("/api/v1/patrols/stats", params={"region": TOWNSHIP, "period": "week"},
+                headers=stranger.headers)
+    assert r.status_code == 404 and r.headers["content-type"].startswith(
+        "application/problem+json")
+
+
+@pytest.fixture(scope="module")
+def city(engine):
+    return make_user(engine, "patrol_city", roles=["city_commander"], scope=["330300"])
+
+
+def test_targets_are_read_and_set_per_grid_type(api, engine, commander, city) -> None:
+    r = api.get("/api/v1/patrols/targets", headers=commander.headers)
+    assert r.status_code == 200
+    old = {t["grid_type"]: t for t in r.json()}["dedicated"]
+    url = "/api/v1/patrols/targets/dedicated"
+    new = {"min_mileage_m": 1500, "min_duration_s": 2400}
+    assert api.put(url, json=new, headers=commander.headers).status_code == 403
+    for body_, path, field in ((new, "/api/v1/patrols/targets/park", "grid_type"),
+                               ({**new, "min_mileage_m": -5}, url, "min_mileage_m"),
+                               ({**new, "min_duration_s": "long"}, url, "min_duration_s"),
+                               ({"min_mileage_m": 1}, url, "min_duration_s")):
+        r = api.put(path, json=body_, headers=city.headers)
+        assert r.status_code == 422, r.text
+        assert field in {e["field"] for e in r.json()["errors"]}, r.text
+    before = _audits(engine, "patrol.target", "patrol_city")
+    r = api.put(url, json=new, headers=city.headers)
+    assert r.status_code == 200 and r.json()["min_mileage_m"] == 1500
+    assert _audits(engine, "patrol.target", "patrol_city") == before + 1
+    listed = {t["grid_type"]: t for t in api.get("/api/v1/patrols/targets",
+                                                 headers=commander.headers).json()}
+    assert listed["dedicated"]["min_duration_s"] == 2400
+    restore = {k: old[k] for k in ("min_mileage_m", "min_duration_s")}
+    assert api.put(url, json=restore, headers=city.headers).status_code == 200
+
+
+def test_record_filters_out_of_range_are_4xx_naming_the_field(api, commander) -> None:
+    for url in ("/api/v1/patrols/sessions", "/api/v1/patrols/sessions/export"):
+        for params, field in (({"date_from": "9999-12-31"}, "date_from"),
+                              ({"date_to": "0001-01-01"}, "date_to"),
+                              ({"date_from": "2026-02-01", "date_to": "2026-01-01"}, "date_to"),
+                              ({"region": "999999"}, "region_code")):
+            r = api.get(url, params=params, headers=commander.headers)
+            _assert_problem(r, 422, field, "")

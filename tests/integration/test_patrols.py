@@ -3,9 +3,11 @@ demo city (services against real PostGIS, rolled back after each test)."""
 
 from __future__ import annotations
 
+import json
 import time
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from geoserver.database.engine import set_scope
 from geoserver.domain.principal import SYSTEM
 from geoserver.errors import InvalidInput, NotFound, PermissionDenied, TooLarge
 from geoserver.geo.crs import from_metric, to_metric, wgs84_to_gcj02
-from geoserver.services import auth, patrols, users
+from geoserver.services import auth, patrol_export, patrol_stats, patrols, users
 from geoserver.services.patrol_sessions import build_pending_sessions, maintain_partitions
 
 GRID = "330302006044001"  # 鼓楼社区第1网格, 五马街道
@@ -219,10 +221,12 @@ def test_gpx_round_trip_through_a_session(worker_session, worker, demo, version)
     build_pending_sessions(as_(demo, SYSTEM), rules=RULES)
     leader = auth.principal_for(demo, demo.execute(text(
         "SELECT id FROM app_user WHERE username = :u"), {"u": f"t{GRID[:9]}"}).scalar_one())
-    out = patrols.export_sessions(as_(demo, leader), actor=leader,
-                                  filters=patrols.SessionFilter(user_id=worker.user_id),
-                                  fmt="gpx")
-    root = ET.fromstring(out.content)
+    f = patrols.SessionFilter(user_id=worker.user_id)
+    as_(demo, leader)
+    assert patrol_export.prepare_export(demo, actor=leader, filters=f, fmt="gpx",
+                                        settings=patrols.DEFAULT_SETTINGS) == 1
+    rows = patrol_export.iter_records(demo, actor=leader, filters=f, tracks=True, limit=10)
+    root = ET.fromstring(b"".join(patrol_export.gpx_chunks(rows, "mark <&>")))
     ns = {"g": "http://www.topografix.com/GPX/1/1"}
     pts = root.findall("g:trk/g:trkseg/g:trkpt", ns)
     assert len(root.findall("g:trk", ns)) == 1
@@ -394,8 +398,8 @@ def test_records_list_delete_and_stats(worker_session, worker, demo) -> None:
     with pytest.raises(PermissionDenied):
         patrols.list_sessions(worker_session, actor=worker,
                               filters=patrols.SessionFilter(user_id=worker.user_id + 1))
-    stats = patrols.patrol_stats(as_(demo, commander), actor=commander, region_code=GRID[:9],
-                                 date_from=day)
+    stats = patrol_stats.patrol_stats(as_(demo, commander), actor=commander,
+                                      region_code=GRID[:9], date_from=day)
     mine = [w for w in stats["workers_detail"] if w["user_id"] == worker.user_id]
     # The walk was yesterday: patrolled that day, but not online now.
     assert mine and mine[0]["online"] is False and mine[0]["sessions"] == 1
@@ -428,8 +432,8 @@ def test_stats_count_a_day_patrolled_and_met(worker_session, worker, demo) -> No
                                "JOIN region ON region.grid_type = patrol_target.grid_type "
                                "WHERE region.code = :g AND valid_to IS NULL"), {"g": GRID}).one()
     commander = _principal(demo, f"t{GRID[:9]}")
-    stats = patrols.patrol_stats(as_(demo, SYSTEM), actor=SYSTEM, region_code=GRID[:9],
-                                 date_from=start.date())
+    stats = patrol_stats.patrol_stats(as_(demo, SYSTEM), actor=SYSTEM, region_code=GRID[:9],
+                                      date_from=start.date())
     mine = next(w for w in stats["workers_detail"] if w["user_id"] == worker.user_id)
     assert mine["days_patrolled"] == 1 and mine["sessions"] == 1
     met = mine["mileage_m"] >= target.min_mileage_m and mine["duration_s"] >= target.min_duration_s
@@ -439,14 +443,65 @@ def test_stats_count_a_day_patrolled_and_met(worker_session, worker, demo) -> No
     assert commander is not None
 
 
-def test_partition_job_moves_stragglers_and_drops_expired_days(worker_session, worker, demo,
-                                                               owner_engine) -> None:
-    result = maintain_partitions(as_(demo, SYSTEM), ahead_days=3, retention_days=90)
+def test_partition_job_creates_days_ahead(worker_session, worker, demo) -> None:
+    result = maintain_partitions(as_(demo, SYSTEM), ahead_days=10, retention_days=90)
     days = demo.execute(text("SELECT * FROM gridgov_meta.gps_partition_days()")).scalars().all()
     today = datetime.now(GOVERNANCE_TZ).date()
-    assert today + timedelta(days=3) in days
+    assert {today + timedelta(days=i) for i in range(11)} <= set(days)
+    assert result["created"] >= 3  # the migration made a week ahead; the job goes further
     assert min(days) >= today - timedelta(days=90)
-    assert result["created"] >= 0
+
+
+def _partition_exists(session, name: str, schema: str = "public") -> bool:
+    return bool(session.execute(text(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :s AND c.relname = :r"), {"s": schema, "r": name}).scalar_one())
+
+
+@pytest.mark.parametrize("archive", [False, True], ids=["drop", "archive"])
+def test_retention_summarises_then_drops_or_archives_expired_days(worker_session, worker, demo,
+                                                                  archive) -> None:
+    today = datetime.now(GOVERNANCE_TZ).date()
+    old, older = today - timedelta(days=100), today - timedelta(days=120)
+    part = f"gps_point_p{old:%Y%m%d}"
+    as_(demo, SYSTEM).execute(text("SELECT gridgov_meta.ensure_gps_partitions(:d, :d)"),
+                              {"d": old})
+    loop = grid_loop(demo)
+    t, lon, lat = walk_points(loop, start=datetime.combine(old, dtime(9), GOVERNANCE_TZ)
+                              .timestamp(), limit=80)
+    lon[30:34] += 300 / (111_320 * np.cos(np.radians(lat[30])))  # an indoor jump: 4 dropped
+    patrols.ingest_points(as_(demo, worker), actor=worker, payload=payload("old", t, lon, lat))
+    # A straggler of a day with no partition waits in DEFAULT.
+    t2, lon2, lat2 = walk_points(loop, start=datetime.combine(older, dtime(9), GOVERNANCE_TZ)
+                                 .timestamp(), limit=5)
+    patrols.ingest_points(as_(demo, worker), actor=worker, payload=payload("older", t2, lon2,
+                                                                           lat2))
+    build_pending_sessions(as_(demo, SYSTEM), rules=RULES)
+    uid = worker.user_id
+    assert count(demo, "SELECT count(*) FROM gps_point WHERE user_id = :u", u=uid) == 85
+
+    result = maintain_partitions(demo, ahead_days=3, retention_days=90, archive=archive)
+
+    retired = result["retired"]
+    assert retired["partitions"] >= 1 and retired["stragglers"] >= 5
+    assert retired["action"] == ("archive" if archive else "drop")
+    assert old not in demo.execute(text("SELECT * FROM gridgov_meta.gps_partition_days()")
+                                   ).scalars().all()
+    assert not _partition_exists(demo, part)
+    assert _partition_exists(demo, part, "gps_archive") is archive
+    assert count(demo, "SELECT count(*) FROM gps_point WHERE user_id = :u", u=uid) == 0
+    assert count(demo, "SELECT count(*) FROM gps_batch WHERE user_id = :u", u=uid) == 0
+    day = demo.execute(text("SELECT * FROM gps_point_day WHERE user_id = :u AND day = :d"),
+                       {"u": uid, "d": old}).one()
+    assert (day.points, day.fixes, day.kept, day.jumps, day.batches) == (80, 80, 76, 4, 1)
+    assert day.retired_as == ("archive" if archive else "drop")
+    assert count(demo, "SELECT points FROM gps_point_day WHERE user_id = :u AND day = :d",
+                 u=uid, d=older) == 5
+    # The patrol record keeps its summary and cleaned track.
+    rec = demo.execute(text("SELECT points_kept, ST_NPoints(track) AS n FROM patrol_session "
+                            "WHERE user_id = :u AND started_at < :c"),
+                       {"u": uid, "c": datetime.combine(old, dtime(23), GOVERNANCE_TZ)}).one()
+    assert rec.points_kept == rec.n == 76
 
 
 def test_live_positions_are_scoped_and_audited(worker_session, worker, demo) -> None:
@@ -458,3 +513,191 @@ def test_live_positions_are_scoped_and_audited(worker_session, worker, demo) -> 
     assert mine and mine[0]["properties"]["online"]
     assert mine[0]["geometry"]["coordinates"] == pytest.approx([lon[-1], lat[-1]])
     assert count(demo, "SELECT count(*) FROM audit_log WHERE action = 'patrol.live'") >= 1
+
+
+# --- statistics over weeks and months, targets ---------------------------------------------------
+
+
+def test_period_days_are_shanghai_days_iso_weeks_and_months() -> None:
+    wednesday = date(2026, 11, 25)
+    assert patrol_stats.period_days("day", wednesday) == (wednesday, wednesday)
+    assert patrol_stats.period_days("week", wednesday) == (date(2026, 11, 23), date(2026, 11, 29))
+    assert patrol_stats.period_days("week", date(2026, 11, 23))[0] == date(2026, 11, 23)
+    assert patrol_stats.period_days("week", date(2026, 11, 29))[0] == date(2026, 11, 23)
+    assert patrol_stats.period_days("month", date(2028, 2, 10)) == (date(2028, 2, 1),
+                                                                    date(2028, 2, 29))
+    today = date(2026, 11, 25)
+    assert patrol_stats.resolve_period(None, None, None, None, today) == ("day", today, today)
+    assert patrol_stats.resolve_period(None, None, date(2026, 11, 1), date(2026, 11, 3),
+                                       today) == ("range", date(2026, 11, 1), date(2026, 11, 3))
+    bad = [(("year", None, None, None), "period"),
+           (("week", None, date(2026, 11, 1), None), "period"),
+           ((None, date(2026, 11, 1), date(2026, 11, 1), None), "date"),
+           ((None, None, date(2026, 11, 3), date(2026, 11, 1)), "date_to"),
+           ((None, None, date(2026, 1, 1), date(2026, 6, 1)), "date_to"),
+           (("month", date(9999, 12, 31), None, None), "date"),
+           ((None, None, date(1, 1, 1), None), "date_from")]
+    for args, field in bad:
+        with pytest.raises(InvalidInput) as e:
+            patrol_stats.resolve_period(*args, today)
+        assert e.value.problems[0].field == field, args
+
+
+def _last_week(weekday: int, hour: int) -> datetime:
+    """A time on a weekday (0 = Monday) of last week, Shanghai."""
+    today = datetime.now(GOVERNANCE_TZ).date()
+    day = today - timedelta(days=today.weekday() + 7 - weekday)
+    return datetime.combine(day, dtime(hour), GOVERNANCE_TZ)
+
+
+def _patrol_on(demo, worker, when: datetime, part: slice, tag: str) -> None:
+    t, lon, lat = walk_points(grid_loop(demo), start=when.timestamp())
+    patrols.ingest_points(as_(demo, worker), actor=worker,
+                          payload=payload(tag, t[part], lon[part], lat[part]))
+
+
+def test_week_and_month_stats_count_worker_days_targets_and_union_coverage(
+        worker_session, worker, demo) -> None:
+    monday, tuesday = _last_week(0, 9), _last_week(1, 15)
+    # Monday: the first 60 % of a lap; Tuesday: the rest. Coverage over the week is their union.
+    n = walk_points(grid_loop(demo), start=0)[0].size
+    _patrol_on(demo, worker, monday, slice(0, n * 6 // 10), "mon")
+    _patrol_on(demo, worker, tuesday, slice(n * 6 // 10, n), "tue")
+    build_pending_sessions(as_(demo, SYSTEM), rules=RULES)
+    recs = demo.execute(text(
+        "SELECT mileage_m, coverage_share, grid_cells, grid_cell_count FROM patrol_session "
+        "WHERE user_id = :u ORDER BY started_at"), {"u": worker.user_id}).all()
+    assert len(recs) == 2 and all(r.grid_cell_count for r in recs)
+    # Targets between the two days' mileage: Monday meets them, Tuesday does not.
+    grid_type = demo.execute(text("SELECT grid_type::text FROM region WHERE code = :g "
+                                  "AND valid_to IS NULL"), {"g": GRID}).scalar_one()
+    patrol_stats.set_target(demo, actor=SYSTEM, grid_type=grid_type, min_duration_s=0,
+                            min_mileage_m=(recs[0].mileage_m + recs[1].mileage_m) / 2)
+
+    week = patrol_stats.patrol_stats(as_(demo, SYSTEM), actor=SYSTEM, region_code=GRID[:9],
+                                     period="week", day=tuesday.date())
+    assert (week["period"], week["days"], week["days_counted"]) == ("week", 7, 7)
+    assert week["date_from"] == monday.date().isoformat()
+    mine = next(w for w in week["workers_detail"] if w["user_id"] == worker.user_id)
+    assert (mine["days_patrolled"], mine["days_mileage_met"], mine["days_duration_met"],
+            mine["days_met"], mine["sessions"]) == (2, 1, 2, 1, 2)
+    union = set(recs[0].grid_cells) | set(recs[1].grid_cells)
+    assert mine["coverage"] == pytest.approx(len(union) / recs[0].grid_cell_count, abs=1e-4)
+    assert mine["coverage"] > max(r.coverage_share for r in recs) + 0.1
+    assert week["worker_days"] == week["workers"] * 7
+    assert week["worker_days_not_met"] == week["worker_days"] - week["worker_days_met"]
+    assert [d["date"] for d in week["series"]][:2] == [monday.date().isoformat(),
+                                                       tuesday.date().isoformat()]
+    assert week["series"][0]["workers_met"] >= 1 and len(week["series"]) == 7
+    # Choropleth-ready: every child region of the township, ours with the worker in it.
+    kids = {c["code"]: c for c in week["children"]}
+    assert set(kids) == set(demo.execute(text(
+        "SELECT code FROM region WHERE parent_code = :c AND valid_to IS NULL"),
+        {"c": GRID[:9]}).scalars())
+    village = kids[GRID[:12]]
+    assert village["patrolled"] >= 1 and 0 < village["coverage"] <= 1
+    assert village["patrolled_rate"] == pytest.approx(village["patrolled"] / village["workers"],
+                                                      abs=1e-4)
+    assert sum(c["workers"] for c in kids.values()) == week["workers"]
+
+    month = patrol_stats.patrol_stats(demo, actor=SYSTEM, region_code=GRID[:9],
+                                      period="month", day=monday.date(), detail=False)
+    assert month["date_from"] == monday.date().replace(day=1).isoformat()
+    assert "workers_detail" not in month and month["patrolled"] >= 1
+    one_day = patrol_stats.patrol_stats(demo, actor=SYSTEM, region_code=GRID,
+                                        period="day", day=tuesday.date())
+    me = next(w for w in one_day["workers_detail"] if w["user_id"] == worker.user_id)
+    assert (me["days_patrolled"], me["days_met"]) == (1, 0)
+    assert one_day["children"] == [] or all(c["workers"] == 0 for c in one_day["children"])
+
+
+def test_stats_of_another_jurisdiction_are_not_found(worker_session, worker, demo) -> None:
+    other = _principal(demo, f"t{OTHER_TOWNSHIP}")
+    with pytest.raises(NotFound):
+        patrol_stats.patrol_stats(as_(demo, other), actor=other, region_code=GRID[:9],
+                                  period="week")
+    with pytest.raises(PermissionDenied):
+        patrol_stats.patrol_stats(as_(demo, worker), actor=worker, region_code=GRID)
+
+
+def test_targets_are_set_per_grid_type_by_the_city_and_audited(worker_session, demo) -> None:
+    township = _principal(demo, f"t{GRID[:9]}")
+    with pytest.raises(PermissionDenied):
+        patrol_stats.set_target(as_(demo, township), actor=township, grid_type="key",
+                                min_mileage_m=1, min_duration_s=1)
+    city = _principal(demo, "city")
+    assert city.can("patrol.target")
+    as_(demo, city)
+    for kwargs, field in (({"grid_type": "park"}, "grid_type"),
+                          ({"min_mileage_m": -1.0}, "min_mileage_m"),
+                          ({"min_mileage_m": float("nan")}, "min_mileage_m"),
+                          ({"min_duration_s": 90_000}, "min_duration_s")):
+        args = {"grid_type": "key", "min_mileage_m": 500.0, "min_duration_s": 60, **kwargs}
+        with pytest.raises(InvalidInput) as e:
+            patrol_stats.set_target(demo, actor=city, **args)
+        assert e.value.problems[0].field == field
+    out = patrol_stats.set_target(demo, actor=city, grid_type="key", min_mileage_m=4500.0,
+                                  min_duration_s=7200)
+    assert (out["min_mileage_m"], out["min_duration_s"], out["updated_by"]) == (
+        4500.0, 7200, city.user_id)
+    listed = {t["grid_type"]: t for t in patrol_stats.list_targets(demo, actor=city)}
+    assert set(listed) == {"general", "key", "dedicated"} and listed["key"]["min_duration_s"] \
+        == 7200
+    row = demo.execute(text("SELECT before, after FROM audit_log WHERE action = 'patrol.target' "
+                            "AND object_id = 'key' ORDER BY id DESC LIMIT 1")).one()
+    assert row.before["min_duration_s"] == 5400 and row.after["min_duration_s"] == 7200
+
+
+def test_export_cap_and_formats(worker_session, worker, demo) -> None:
+    _patrol_on(demo, worker, _last_week(2, 9), slice(0, None), "x1")
+    _patrol_on(demo, worker, _last_week(3, 9), slice(0, None), "x2")
+    build_pending_sessions(as_(demo, SYSTEM), rules=RULES)
+    leader = _principal(demo, f"t{GRID[:9]}")
+    f = patrols.SessionFilter(user_id=worker.user_id)
+    small = patrols.PatrolSettings(max_export_sessions=1)
+    as_(demo, leader)
+    with pytest.raises(InvalidInput, match="more than 1 records"):
+        patrol_export.prepare_export(demo, actor=leader, filters=f, fmt="geojson",
+                                     settings=small)
+    assert patrol_export.prepare_export(demo, actor=leader, filters=f, fmt="csv",
+                                        settings=small) == 2
+    with pytest.raises(InvalidInput) as e:
+        patrol_export.prepare_export(demo, actor=leader, filters=f, fmt="kml", settings=small)
+    assert e.value.problems[0].field == "format"
+    with pytest.raises(PermissionDenied):
+        patrol_export.prepare_export(as_(demo, worker), actor=worker, filters=f, fmt="csv",
+                                     settings=small)
+    rows = patrol_export.iter_records(as_(demo, leader), actor=leader, filters=f, tracks=True,
+                                      limit=10)
+    fc = json.loads(b"".join(patrol_export.geojson_chunks(rows, "导出 mark")))
+    assert fc["watermark"] == "导出 mark" and len(fc["features"]) == 2
+    for feat in fc["features"]:
+        assert feat["geometry"]["type"] == "LineString"
+        assert len(feat["properties"]["times"]) == len(feat["geometry"]["coordinates"])
+        assert feat["properties"]["times"] == sorted(feat["properties"]["times"])
+
+
+def test_the_job_lets_a_live_workers_batches_settle(worker_session, worker, demo) -> None:
+    loop = grid_loop(demo)
+    t, lon, lat = walk_points(loop, start=time.time() - 300, limit=40)
+    patrols.ingest_points(as_(demo, worker), actor=worker, payload=payload("live-1", t, lon,
+                                                                           lat))
+    # Just received and still live: left to gather more for up to ten minutes.
+    assert build_pending_sessions(as_(demo, SYSTEM), rules=RULES,
+                                  settle_seconds=600).batches == 0
+    # A backlog from hours ago (an offline phone) is taken at once, and with it the worker's
+    # other pending batches.
+    t2, lon2, lat2 = walk_points(loop, start=time.time() - 4 * 3600, limit=40)
+    patrols.ingest_points(as_(demo, worker), actor=worker, payload=payload("old-1", t2, lon2,
+                                                                           lat2))
+    assert build_pending_sessions(as_(demo, SYSTEM), rules=RULES,
+                                  settle_seconds=600).batches == 2
+    patrols.ingest_points(as_(demo, worker), actor=worker, payload=payload("live-2", t + 400,
+                                                                           lon, lat))
+    assert build_pending_sessions(as_(demo, SYSTEM), rules=RULES,
+                                  settle_seconds=600).batches == 0
+    # Once settled (received long enough ago), it is built.
+    demo.execute(text("UPDATE gps_batch SET received_at = now() - interval '11 minutes' "
+                      "WHERE user_id = :u AND processed_at IS NULL"), {"u": worker.user_id})
+    assert build_pending_sessions(as_(demo, SYSTEM), rules=RULES,
+                                  settle_seconds=600).batches == 1
