@@ -23,10 +23,8 @@ empty template loaded with a larger demo city (``--scale demo``).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -38,6 +36,7 @@ from sqlalchemy import Engine, create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import bench_database, percentile, timed  # noqa: E402
 from geoserver.config import DatabaseSettings, ServerSettings, Settings  # noqa: E402
 from geoserver.database.engine import scoped_session, sqlalchemy_url  # noqa: E402
 from geoserver.security.passwords import (  # noqa: E402
@@ -59,22 +58,6 @@ SQL_LISTS = {
 }
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Return the q-th percentile (0–100) by nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-def timed(fn: Callable[[], Any], n: int) -> list[float]:
-    """Run fn n times; return the durations in milliseconds."""
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
 def interleaved(on: Callable[[], Any], off: Callable[[], Any],
                 n: int) -> tuple[list[float], list[float]]:
     """Time on and off alternately (ABBA), so drift and order effects hit both alike."""
@@ -88,30 +71,6 @@ def interleaved(on: Callable[[], Any], off: Callable[[], Any],
             t_on += timed(on, 1)
             t_off += timed(off, 1)
     return t_on, t_off
-
-
-@contextmanager
-def bench_database(scale: str) -> Iterator[tuple[str, str]]:
-    """Yield (owner URL, app URL) of a clone on the test cluster."""
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
-    from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-    from tests.support.db import test_cluster
-
-    with test_cluster() as pg:
-        template = pg.ensure_template(demo=scale == "tiny")
-        name = pg.clone(template, f"gridgov_bench_access_{os.getpid()}")
-        try:
-            if scale != "tiny":
-                from geoserver.config import SecuritySettings
-                from geoserver.demo.loader import load_demo
-                from geoserver.security.crypto import crypto_from_settings
-
-                print(f"loading the {scale} demo city …", flush=True)
-                load_demo(pg.url(OWNER_ROLE, name), scale=scale, seed=1,
-                          crypto=crypto_from_settings(SecuritySettings()))
-            yield pg.url(OWNER_ROLE, name), pg.url(APP_ROLE, name)
-        finally:
-            pg.drop(name)
 
 
 def settings_for(owner_url: str, connect_url: str) -> Settings:
@@ -225,7 +184,7 @@ def run(logins: int, requests: int, scale: str) -> None:
     from tests.support.users import make_user
 
     argon2_figures()
-    with bench_database(scale) as (owner_url, app_url), ExitStack() as stack:
+    with bench_database("access", scale=scale) as (owner_url, app_url), ExitStack() as stack:
         app_engine = stack.enter_context(_engine(app_url))
         owner_engine = stack.enter_context(_engine(owner_url))
         check_owner_bypasses(owner_engine)

@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import percentile  # noqa: E402
 from geoserver.config import DatabaseSettings, SecuritySettings  # noqa: E402
 from geoserver.database.engine import SYSTEM_SCOPE, make_engine, scoped_session  # noqa: E402
 from geoserver.database.migrate import migrate  # noqa: E402
@@ -31,14 +32,9 @@ from geoserver.security.crypto import crypto_from_settings  # noqa: E402
 from geoserver.services.geocode import geocode  # noqa: E402
 
 
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(len(s) * p))]
-
-
 def report(name: str, samples: list[float]) -> None:
     print(f"{name:<34} n={len(samples):>5}  p50 {statistics.median(samples):7.2f} ms"
-          f"  p99 {pct(samples, 0.99):7.2f} ms")
+          f"  p99 {percentile(samples, 99):7.2f} ms")
 
 
 def main() -> None:

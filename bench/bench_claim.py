@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +30,7 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import given_or_bench_database  # noqa: E402
 from geoserver.database.engine import SYSTEM_SCOPE, set_scope, sqlalchemy_url  # noqa: E402
 from geoserver.demo.geometry import random_points_in  # noqa: E402
 from geoserver.domain.principal import Principal  # noqa: E402
@@ -116,37 +114,9 @@ def time_shapely(polygons: np.ndarray, coords: np.ndarray) -> tuple[float, int]:
     return time.perf_counter() - t, unique
 
 
-@contextmanager
-def bench_database(scale: str) -> Iterator[tuple[str, str | None]]:
-    """Yield (owner URL, app URL or None): the given server, or a clone on the test cluster."""
-    url = os.environ.get("GRIDGOV_DATABASE_URL")
-    if url:
-        yield url, None
-        return
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
-    from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-    from tests.support.db import test_cluster
-
-    with test_cluster() as pg:
-        template = pg.ensure_template(demo=scale == "tiny")
-        name = pg.clone(template, f"gridgov_bench_claim_{os.getpid()}")
-        try:
-            if scale != "tiny":
-                from geoserver.config import SecuritySettings
-                from geoserver.demo.loader import load_demo
-                from geoserver.security.crypto import crypto_from_settings
-
-                print(f"loading the {scale} demo city …", flush=True)
-                load_demo(pg.url(OWNER_ROLE, name), scale=scale, seed=1,
-                          crypto=crypto_from_settings(SecuritySettings()))
-            yield pg.url(OWNER_ROLE, name), pg.url(APP_ROLE, name)
-        finally:
-            pg.drop(name)
-
-
 def run(n: int, scale: str, seed: int) -> None:
     """Set up, time the three assignments and print the figures."""
-    with bench_database(scale) as (owner_url, app_url):
+    with given_or_bench_database("claim", scale=scale) as (owner_url, app_url):
         owner = create_engine(sqlalchemy_url(owner_url))
         app = create_engine(sqlalchemy_url(app_url)) if app_url else None
         with owner.connect() as conn:

@@ -30,7 +30,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def _maxrss_mb() -> float:
@@ -132,14 +131,14 @@ def run(args: argparse.Namespace) -> None:
     """Set up the database and the file, time both imports, then the claim bench."""
     from contextlib import ExitStack
 
-    from bench_claim import bench_database
+    from bench.common import bench_database
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         if os.environ.get("GRIDGOV_DATABASE_URL"):
             owner_url = os.environ["GRIDGOV_DATABASE_URL"]
             app_url = os.environ["GRIDGOV_APP_DATABASE_URL"]
         else:
-            owner_url, app_url = stack.enter_context(bench_database("tiny"))
+            owner_url, app_url = stack.enter_context(bench_database("etl"))
         env = {**os.environ, "GRIDGOV_DATABASE_URL": owner_url,
                "GRIDGOV_APP_DATABASE_URL": str(app_url), "GRIDGOV_DATA_DIR": tmp}
         file = Path(tmp) / "buildings.gpkg"

@@ -38,7 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.live import app_with  # noqa: E402
+from bench.common import bench_clone  # noqa: E402
+from tests.support.live import app_with, serve  # noqa: E402
 from tests.support.mobile import (  # noqa: E402
     grid_of_township,
     load_catalogue,
@@ -97,35 +98,19 @@ class ByteCounter:
 @contextmanager
 def bench_server(data_dir: Path) -> Iterator[tuple[str, ByteCounter, Any]]:
     """Yield (base URL, byte counter, app engine) on a fresh clone of the tiny demo."""
-    import threading
-
-    import uvicorn
     from sqlalchemy import create_engine
 
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
     from geoserver.database.bootstrap import APP_ROLE
-    from geoserver.database.cluster import free_port
     from geoserver.database.engine import sqlalchemy_url
-    from tests.support.db import test_cluster
 
-    with test_cluster() as pg:
-        name = pg.clone(pg.ensure_template(demo=True), f"gridgov_bench_mobile_{os.getpid()}")
+    with bench_clone("mobile") as (pg, name):
         engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, name)))
         try:
             counter = ByteCounter(app_with(mobile_settings(pg, name, data_dir)))
-            port = free_port()
-            server = uvicorn.Server(uvicorn.Config(counter, host="127.0.0.1", port=port,
-                                                   log_level="warning", access_log=False))
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            while not server.started:
-                time.sleep(0.05)
-            yield f"http://127.0.0.1:{port}", counter, engine
-            server.should_exit = True
-            thread.join(15)
+            with serve(counter) as base:  # type: ignore[arg-type]  (any ASGI app serves)
+                yield base, counter, engine
         finally:
             engine.dispose()
-            pg.drop(name)
 
 
 # --- the model: figures from the client's own settings ------------------------------------------

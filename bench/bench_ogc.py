@@ -23,8 +23,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,14 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import (  # noqa: E402
+    given_or_bench_database,
+    gridgov_env,
+    percentile,
+    server_process,
+    timed,
+    uvicorn_command,
+)
 from geoserver.database.engine import set_scope, sqlalchemy_url  # noqa: E402
 from geoserver.services import features  # noqa: E402
 from geoserver.services.feature_params import Cursor  # noqa: E402
@@ -51,28 +58,6 @@ CROSS JOIN LATERAL (
     FROM ST_Dump(ST_GeneratePoints(g.geom, :per_grid, 7)) d) p
 WHERE g.level = 'grid' AND g.valid_to IS NULL AND g.grid_type <> 'dedicated'
 """
-
-
-@contextmanager
-def bench_database(buildings: int) -> Iterator[tuple[str, str | None]]:
-    """Yield (owner URL, app URL or None): the given server, or a clone on the test cluster."""
-    url = os.environ.get("GRIDGOV_DATABASE_URL")
-    if url:
-        yield url, None
-        return
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
-    from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-    from tests.support.db import test_cluster
-
-    with test_cluster() as pg:
-        template = pg.ensure_template(demo=True)
-        name = pg.clone(template, f"gridgov_bench_ogc_{os.getpid()}")
-        try:
-            owner_url = pg.url(OWNER_ROLE, name)
-            seed_buildings(create_engine(sqlalchemy_url(owner_url)), buildings)
-            yield owner_url, pg.url(APP_ROLE, name)
-        finally:
-            pg.drop(name)
 
 
 def seed_buildings(owner: Engine, wanted: int) -> None:
@@ -112,27 +97,11 @@ def run_page(session: Session, params: dict[str, str]) -> tuple[int, features.Pa
     return size, result
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
-    """Return wall times in ms of ``repeat`` runs (after one warm-up)."""
-    fn()
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
-def pct(values: list[float], q: float) -> float:
-    """Return the q-quantile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def describe(label: str, ms: list[float]) -> float:
-    """Print p50/p99 of a timing series; return p50."""
+def describe(label: str, fn: Callable[[], Any], repeat: int) -> float:
+    """Time ``repeat`` runs of ``fn`` after one warm-up; print p50/p99; return p50."""
+    ms = timed(fn, repeat, warmup=1)
     p50 = statistics.median(ms)
-    print(f"  {label:<44} p50 {p50:7.2f} ms   p99 {pct(ms, 0.99):7.2f} ms")
+    print(f"  {label:<44} p50 {p50:7.2f} ms   p99 {percentile(ms, 99):7.2f} ms")
     return p50
 
 
@@ -175,54 +144,6 @@ def stream_all(session: Session, params: dict[str, str], cap: int) -> tuple[int,
     return total_bytes, total, time.perf_counter() - t
 
 
-SERVER = """
-import sys, uvicorn
-sys.path.insert(0, {root!r})
-from api.app import create_app
-from api.routes import ogc
-from starlette.routing import NoMatchFound
-app = create_app()
-try:
-    app.url_path_for("conformance")
-except NoMatchFound:
-    app.router.routes[0:0] = ogc.router.routes  # until api/app.py includes the router
-uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
-"""
-
-
-@contextmanager
-def server_process(owner_url: str, app_url: str) -> Iterator[str]:
-    """Run the API in its own process (as ``gridgov serve`` would); yield its base URL."""
-    import subprocess
-
-    import httpx
-
-    from geoserver.database.cluster import free_port
-
-    port = free_port()
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, GRIDGOV_DATABASE_URL=owner_url, GRIDGOV_APP_DATABASE_URL=app_url,
-               GRIDGOV_ENV="test", GRIDGOV_JOBS_ENABLED="false", GRIDGOV_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-c", SERVER.format(root=root, port=port)],
-                            env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("bench server did not start")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(15)
-
-
 def stream_http(owner_url: str, app_url: str, params: dict[str, str],
                 cap: int) -> tuple[int, int, float]:
     """Follow next links over HTTP from a server process; return bytes, features, seconds."""
@@ -235,8 +156,11 @@ def stream_http(owner_url: str, app_url: str, params: dict[str, str],
     app = create_engine(sqlalchemy_url(app_url))
     user = make_user(app, f"bench_ogc_{os.getpid()}", roles=["analyst"], scope=["330300"])
     app.dispose()
-    with server_process(owner_url, app_url) as base, \
-            httpx.Client(headers=user.headers, timeout=120) as client:
+    # the API in its own process, one worker, as ``gridgov serve`` would run it; GeoJSON
+    # uncompressed (the app gzips by default), so the tail below parses and MB/s is GeoJSON's
+    with server_process(uvicorn_command(), gridgov_env(owner_url, app_url)) as (base, _), \
+            httpx.Client(headers={**user.headers, "Accept-Encoding": "identity"},
+                         timeout=120) as client:
         url: str | None = f"{base}/ogc/collections/buildings/items"
         # warm-up: the first filter loads pygeofilter's grammar (~0.9 s, once per process)
         client.get(url, params={**params, "limit": "10"}).raise_for_status()
@@ -262,7 +186,9 @@ def stream_http(owner_url: str, app_url: str, params: dict[str, str],
 
 def run(args: argparse.Namespace) -> None:
     """Set up, time and print."""
-    with bench_database(args.buildings) as (owner_url, app_url):
+    with given_or_bench_database("ogc") as (owner_url, app_url):
+        if app_url is not None:
+            seed_buildings(create_engine(sqlalchemy_url(owner_url)), args.buildings)
         engine = create_engine(sqlalchemy_url(app_url or owner_url))
         with Session(engine) as session, session.begin():
             set_scope(session, ("330300",) if app_url else ("",))
@@ -282,14 +208,14 @@ def run(args: argparse.Namespace) -> None:
             key = deep_key(session, params, depth) if matched > args.limit else 0
             deep = {**params, "cursor": Cursor(keys=(key,)).encode()}
             print(f"limit {args.limit}, deep page at row {depth:,}, {args.repeat} runs each:")
-            p_first = describe("first page", timed(lambda: run_page(session, params),
-                                                   args.repeat))
+            p_first = describe("first page", lambda: run_page(session, params), args.repeat)
             p_deep = describe("deep page, keyset cursor (next link)",
-                              timed(lambda: run_page(session, deep), args.repeat))
-            p_off = describe("deep page, OFFSET (fallback)", timed(
-                lambda: run_page(session, {**params, "offset": str(depth)}), args.repeat))
-            p_sql = describe("deep page, SQL floor (rows only, no JSON)", timed(
-                lambda: floor_sql(session, bbox, key, args.limit), args.repeat))
+                              lambda: run_page(session, deep), args.repeat)
+            p_off = describe("deep page, OFFSET (fallback)",
+                             lambda: run_page(session, {**params, "offset": str(depth)}),
+                             args.repeat)
+            p_sql = describe("deep page, SQL floor (rows only, no JSON)",
+                             lambda: floor_sql(session, bbox, key, args.limit), args.repeat)
             print(f"  ratios: deep/first {p_deep / p_first:.2f}x, OFFSET/keyset "
                   f"{p_off / p_deep:.2f}x, keyset/SQL floor {p_deep / p_sql:.2f}x")
             size, rows, secs = stream_all(session, {"bbox": bbox, "filter": FILTER},

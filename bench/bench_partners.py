@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 import tests.conftest  # noqa: E402,F401  (registers the tiny demo city as the template filler)
+from bench.common import bench_clone, percentile  # noqa: E402
 from geoserver.config import PartnerSettings, SecuritySettings  # noqa: E402
 from geoserver.database.bootstrap import APP_ROLE  # noqa: E402
 from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url  # noqa: E402
@@ -42,7 +42,6 @@ from geoserver.domain.principal import SYSTEM  # noqa: E402
 from geoserver.security.crypto import crypto_from_settings  # noqa: E402
 from geoserver.services import auth, event_actions, event_types, partner_outbox, partners  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
-from tests.support.db import test_cluster  # noqa: E402
 from tests.support.live import app_with, serve  # noqa: E402
 from tests.support.partner_server import PartnerServer  # noqa: E402
 from tests.support.users import make_user  # noqa: E402
@@ -50,12 +49,6 @@ from tests.support.users import make_user  # noqa: E402
 GRID = "330302006045001"
 TOWNSHIP = "330302006"
 CRYPTO = crypto_from_settings(SecuritySettings())
-
-
-def pct(values: list[float], q: float) -> float:
-    """Return the q-quantile of values in milliseconds."""
-    ordered = sorted(values)
-    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def timed(n: int, clients: int, call: Any) -> tuple[float, list[float]]:
@@ -119,8 +112,9 @@ def intake(url: str, key: partners.NewKey, commander: Any, point: list[float], n
     for name, fn in (("bearer /api/v1/events", bearer), ("signed /api/v1/partner/events", signed)):
         fn(-1)                                                  # warm the pool and caches
         seconds, lat = timed(n, clients, fn)
-        print(f"{name:32s} {n / seconds:7.1f} reports/s  p50 {pct(lat, .5):6.1f} ms  "
-              f"p99 {pct(lat, .99):6.1f} ms")
+        ms = [1000 * v for v in lat]
+        print(f"{name:32s} {n / seconds:7.1f} reports/s  p50 {percentile(ms, 50):6.1f} ms  "
+              f"p99 {percentile(ms, 99):6.1f} ms")
     t = time.perf_counter()
     for i in range(10_000):
         partners.sign(key.secret, "POST", "/api/v1/partner/events", "1", str(i), b"x" * 400)
@@ -163,8 +157,7 @@ def delivery(engine: Any, server: PartnerServer, key: partners.NewKey) -> None:
 
 def run(n: int, clients: int) -> None:
     """Clone the tiny demo, serve the app, run both measurements."""
-    with test_cluster() as pg, PartnerServer() as server:
-        name = pg.clone(pg.ensure_template(demo=True), f"gridgov_bench_partners_{os.getpid()}")
+    with bench_clone("partners") as (pg, name), PartnerServer() as server:
         engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, name)))
         try:
             key, commander, point = setup(engine, server)
@@ -173,7 +166,6 @@ def run(n: int, clients: int) -> None:
             delivery(engine, server, key)
         finally:
             engine.dispose()
-            pg.drop(name)
 
 
 def main() -> None:

@@ -34,7 +34,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -51,6 +50,7 @@ from sqlalchemy import Engine, create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_database, gridgov_env, server_process, uvicorn_command  # noqa: E402
 from geoserver.config import GOVERNANCE_TZ  # noqa: E402
 from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url  # noqa: E402
 
@@ -60,50 +60,11 @@ POINTS_URL = "/api/v1/patrols/points"
 
 
 @contextmanager
-def bench_database() -> Iterator[tuple[str, str]]:
-    """Yield (owner URL, app URL) of a fresh clone of the tiny demo template."""
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
-    from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-    from tests.support.db import test_cluster
-
-    with test_cluster() as pg:
-        name = pg.clone(pg.ensure_template(demo=True), f"gridgov_bench_patrols_{os.getpid()}")
-        try:
-            yield pg.url(OWNER_ROLE, name), pg.url(APP_ROLE, name)
-        finally:
-            pg.drop(name)
-
-
-@contextmanager
 def server(owner_url: str, app_url: str, workers: int) -> Iterator[str]:
-    """Run uvicorn in its own process group; yield its base URL."""
-    from geoserver.database.cluster import free_port
-
-    port = free_port()
-    env = {**os.environ, "GRIDGOV_DATABASE_URL": owner_url, "GRIDGOV_APP_DATABASE_URL": app_url,
-           "GRIDGOV_JOBS_ENABLED": "false", "GRIDGOV_ENV": "test", "GRIDGOV_LOG_LEVEL": "WARNING",
-           "GRIDGOV_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning", "--no-access-log"],
-        env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the bench server did not start")
-            time.sleep(0.2)
+    """Run uvicorn with ``workers`` in its own process; yield its base URL."""
+    env = gridgov_env(owner_url, app_url, GRIDGOV_MAX_UPLOAD_BYTES=str(64 * 1024 * 1024))
+    with server_process(uvicorn_command(workers=workers), env) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 # --- 1. ingest -----------------------------------------------------------------------------------
@@ -469,7 +430,7 @@ def run(args: argparse.Namespace) -> None:
     """Set up, run each part, print the figures."""
     from tests.support.users import make_user
 
-    with bench_database() as (owner_url, app_url):
+    with bench_database("patrols") as (owner_url, app_url):
         owner = create_engine(sqlalchemy_url(owner_url))
         app = create_engine(sqlalchemy_url(app_url), pool_size=2)
         user = make_user(app, "bench_patrol", roles=["grid_worker"], scope=[GRID],

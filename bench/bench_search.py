@@ -45,6 +45,7 @@ from sqlalchemy import Engine, create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile  # noqa: E402
 from geoserver.config import GOVERNANCE_TZ  # noqa: E402
 from geoserver.database import migrate  # noqa: E402
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE  # noqa: E402
@@ -58,12 +59,6 @@ READ_ALL = frozenset({"region.read", "address.read", "building.read", "place.rea
                       "enterprise.read", "person.read", "event.read", "statistics.read"})
 _MATTERS = ("占道经营", "垃圾堆放", "违章停车", "噪音扰民", "路灯损坏", "井盖缺失", "违法建筑",
             "消防通道堵塞", "私拉电线", "污水外溢", "广告乱贴", "树木倒伏")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Return the q-th percentile (0–100) by nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def timed(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[float]:

@@ -25,71 +25,35 @@ import json
 import os
 import resource
 import select
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import (  # noqa: E402
+    bench_database,
+    gridgov_env,
+    server_process,
+    uvicorn_command,
+)
+
 TOWNSHIP = "330302006"
 GRID = "330302006044001"
 
 
-@contextmanager
-def bench_database() -> Iterator[tuple[str, str]]:
-    """Yield (owner URL, app URL) of a fresh clone of the tiny demo template."""
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
-    from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-    from tests.support.db import test_cluster
-
-    with test_cluster() as pg:
-        name = pg.clone(pg.ensure_template(demo=True), f"gridgov_bench_sse_{os.getpid()}")
-        try:
-            yield pg.url(OWNER_ROLE, name), pg.url(APP_ROLE, name)
-        finally:
-            pg.drop(name)
-
-
-@contextmanager
-def server(owner_url: str, app_url: str) -> Iterator[tuple[str, int]]:
-    """Run one uvicorn process; yield its base URL and pid."""
-    from geoserver.database.cluster import free_port
-
-    port = free_port()
-    env = {**os.environ, "GRIDGOV_DATABASE_URL": owner_url, "GRIDGOV_APP_DATABASE_URL": app_url,
-           "GRIDGOV_JOBS_ENABLED": "false", "GRIDGOV_ENV": "test", "GRIDGOV_LOG_LEVEL": "WARNING",
-           "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--no-access-log", "--timeout-graceful-shutdown", "5"],
-        env=env, cwd=ROOT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the bench server did not start")
-            time.sleep(0.2)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(30)
+def server(owner_url: str, app_url: str) -> AbstractContextManager[tuple[str, int]]:
+    """Run one uvicorn process (open streams end 5 s after the stop); yield its URL and pid."""
+    return server_process(uvicorn_command(extra=("--timeout-graceful-shutdown", "5")),
+                          gridgov_env(owner_url, app_url))
 
 
 def rss_kib(pid: int) -> int:
@@ -324,7 +288,7 @@ def run(clients: int, rounds: int) -> None:
     """Set up, run, print."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * clients + 256)), hard))
-    with bench_database() as (owner_url, app_url):
+    with bench_database("sse") as (owner_url, app_url):
         users = make_users(owner_url, app_url, clients)
         conn = psycopg2.connect(owner_url)
         with conn, conn.cursor() as cur:

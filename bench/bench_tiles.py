@@ -52,9 +52,17 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    bench_database,
+    gridgov_env,
+    percentile,
+    server_process,
+    uvicorn_command,
+)
+
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 ZOOMS = {12: 8, 13: 16, 14: 24, 15: 32, 16: 40}  # tiles per zoom in the fixed list
 PROPERTIES = "code,name,category,floors"
@@ -93,52 +101,19 @@ class Figures:
                 f"p99 {self.p99:>8.2f} ms   n={self.n}{cpu}{err}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Return the q-th percentile (0–100) by nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 # --- the database -----------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def bench_database(scale: str, keep: str | None) -> Iterator[tuple[str, str]]:
-    """Yield (owner URL, app URL) of a database holding the demo city at ``scale``."""
+def tiles_database(scale: str, keep: str | None) -> Iterator[tuple[str, str]]:
+    """Yield (owner URL, app URL) of a bench database at ``scale``, buildings analysed."""
     import psycopg2
 
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
-    from geoserver.database import migrate
-    from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-    from tests.support.db import test_cluster
-
-    with test_cluster() as pg:
-        name = keep or f"gridgov_bench_tiles_{os.getpid()}"
-        with contextlib.closing(pg.superuser()) as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            exists = cur.fetchone() is not None
-        if not exists:
-            pg.clone(pg.ensure_template(demo=scale == "tiny"), name)
-            if scale != "tiny":
-                from geoserver.config import SecuritySettings
-                from geoserver.demo.loader import load_demo
-                from geoserver.security.crypto import crypto_from_settings
-
-                print(f"loading the {scale} demo city into {name} …", flush=True)
-                t = time.perf_counter()
-                load_demo(pg.url(OWNER_ROLE, name), scale=scale, seed=1,
-                          crypto=crypto_from_settings(SecuritySettings()))
-                print(f"  loaded in {time.perf_counter() - t:.0f} s", flush=True)
-        else:
-            migrate.migrate(pg.url(OWNER_ROLE, name))  # bring the SQL functions up to date
-        with contextlib.closing(psycopg2.connect(pg.url(OWNER_ROLE, name))) as conn:
+    with bench_database("tiles", scale=scale, keep=keep) as (owner_url, app_url):
+        with contextlib.closing(psycopg2.connect(owner_url)) as conn:
             conn.autocommit = True
             conn.cursor().execute("VACUUM ANALYZE building")
-        try:
-            yield pg.url(OWNER_ROLE, name), pg.url(APP_ROLE, name)
-        finally:
-            if keep is None:
-                pg.drop(name)
+        yield owner_url, app_url
 
 
 def tile_list(owner_url: str, points: str = "SELECT ST_X(centroid) AS lon, ST_Y(centroid) "
@@ -163,13 +138,6 @@ def tile_list(owner_url: str, points: str = "SELECT ST_X(centroid) AS lon, ST_Y(
 # --- servers ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """Return a free loopback port."""
-    from geoserver.database.cluster import free_port as fp
-
-    return fp()
-
-
 #: Process ids of the servers started by ``server`` (for their CPU time), by base URL.
 PIDS: dict[str, int] = {}
 
@@ -187,31 +155,10 @@ def server(cmd: list[str], env: dict[str, str], health: str, *,
 
     ``track_cpu``: the process serves alone (one worker), so its CPU time is the server's.
     """
-    port = free_port()
-    cmd = [c.replace("{port}", str(port)) for c in cmd]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    if track_cpu:
-        PIDS[base] = proc.pid
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + health, timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"{cmd[0]} did not start:\n{log.read().decode()[-3000:]}")
-            time.sleep(0.2)
+    with server_process(cmd, env, health=health, capture=True) as (base, pid):
+        if track_cpu:
+            PIDS[base] = pid
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def gridgov_server(owner_url: str, app_url: str, *, cached: bool, workers: int,
@@ -219,15 +166,11 @@ def gridgov_server(owner_url: str, app_url: str, *, cached: bool, workers: int,
                    consistency: str = "notify") -> contextlib.AbstractContextManager[str]:
     """Start our server (uvicorn subprocess) with the tile memory cache on or off, with or
     without the cache-hit middleware, in a consistency mode."""
-    env = {"GRIDGOV_DATABASE_URL": owner_url, "GRIDGOV_APP_DATABASE_URL": app_url,
-           "GRIDGOV_JOBS_ENABLED": "false", "GRIDGOV_LOG_LEVEL": "WARNING",
-           "GRIDGOV_ENV": "test", "GRIDGOV_TILES_MEMORY_MB": "512" if cached else "0",
-           "GRIDGOV_TILES_CONSISTENCY": consistency}
+    env = gridgov_env(owner_url, app_url, GRIDGOV_TILES_MEMORY_MB="512" if cached else "0",
+                      GRIDGOV_TILES_CONSISTENCY=consistency)
     factory = "api.app:app_from_env" if fast else "bench.bench_tiles:route_only_app"
-    cmd = [sys.executable, "-m", "uvicorn", factory, "--factory",
-           "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers),
-           "--log-level", "warning", "--no-access-log"]
-    return server(cmd, env, "/health", track_cpu=workers == 1)
+    return server(uvicorn_command(factory, workers=workers), env, "/health",
+                  track_cpu=workers == 1)
 
 
 def tipg_python(given: str | None) -> str:
@@ -416,7 +359,7 @@ def run(args: argparse.Namespace) -> None:
     from tests.support.users import make_user
 
     python = tipg_python(args.tipg_python)
-    with bench_database(args.scale, args.database) as (owner_url, app_url):
+    with tiles_database(args.scale, args.database) as (owner_url, app_url):
         tiles = tile_list(owner_url)
         engine = create_engine(sqlalchemy_url(app_url), pool_size=1)
         with engine.connect() as conn:

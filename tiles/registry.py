@@ -216,6 +216,45 @@ class Registry:
 
 _LEVELS = ("city", "county", "township", "village", "grid", "micro_grid")
 _BUILDING_CATEGORIES = ("residential", "commercial", "office", "industrial", "public", "other")
+_BUILDING_CATEGORY = Param("category", "choices", "building categories", _BUILDING_CATEGORIES)
+
+
+def _by_count(*stops: float | str) -> list[Any]:
+    """Return a MapLibre expression interpolating linearly over a feature's ``count``."""
+    return ["interpolate", ["linear"], ["get", "count"], *stops]
+
+
+def _heat_layer(name: str, *, title: str, description: str, permission: str, table: str,
+                fields: Mapping[str, str], params: tuple[Param, ...], rank: int,
+                fill: list[Any], point: tuple[str, list[Any]] | None = None,
+                audit_action: str | None = None) -> TileLayer:
+    """Return a density layer on H3 hexagons (``tiles.heat_*`` in the SQL).
+
+    They share the zoom range of ``tiles.heat_resolution`` (r7 from z7, r9 to z16), the SQL's
+    feature ceiling, the ``h3_cell`` outlines and a style hidden until switched on: hexagons
+    filled by ``fill``; ``point`` (colour, radius) draws a hexagon whose outline is not known
+    yet, which the SQL sends as its members' centre.
+    """
+    style_id = name.replace("_", "-")
+    style: tuple[dict[str, Any], ...] = (
+        {"_rank": rank, "id": style_id, "type": "fill", "source-layer": name,
+         "layout": {"visibility": "none"},
+         "filter": ["==", ["geometry-type"], "Polygon"],
+         "paint": {"fill-color": fill, "fill-opacity": 0.55}},)
+    if point is not None:
+        colour, radius = point
+        style += ({"_rank": rank, "id": f"{style_id}-points", "type": "circle",
+                   "source-layer": name, "layout": {"visibility": "none"},
+                   "filter": ["==", ["geometry-type"], "Point"],
+                   "paint": {"circle-radius": radius, "circle-color": colour,
+                             "circle-opacity": 0.5, "circle-blur": 0.4}},)
+    return TileLayer(
+        name=name, title=title, description=description, permission=permission,
+        tables=(table, "h3_cell"), minzoom=7, maxzoom=16, limit=20000,
+        vector_layers=(VectorLayer(name, {"h3": "H3 cell id (hex)", "res": "H3 resolution",
+                                          **fields}),),
+        params=params, style=style, audit_action=audit_action)
+
 
 _REGION_FIELDS = {
     "code": "区划代码 (statistical code; grids extend their village's code)",
@@ -274,7 +313,7 @@ BUILDINGS = TileLayer(
     vector_layers=(VectorLayer("buildings", {
         "code": "建筑物编码", "name": "名称",
         "category": " | ".join(_BUILDING_CATEGORIES), "floors": "层数"}),),
-    params=(Param("category", "choices", "building categories", _BUILDING_CATEGORIES),),
+    params=(_BUILDING_CATEGORY,),
     public=True,
     style=(
         {"_rank": 21, "id": "buildings-fill", "type": "fill", "source-layer": "buildings",
@@ -333,28 +372,18 @@ CITY_COMPONENTS = TileLayer(
     ),
 )
 
-HEAT_BUILDINGS = TileLayer(
-    name="heat_buildings",
+HEAT_BUILDINGS = _heat_layer(
+    "heat_buildings",
     title="建筑密度",
     description="Building counts on H3 hexagons (r7 to z10, r8 to z12, r9 beyond), from the "
                 "cell ids stored when buildings are written. A hexagon whose outline is not "
                 "known yet is drawn as a point at its members' centre.",
     permission="building.read",
-    tables=("building", "h3_cell"),
-    minzoom=7,
-    maxzoom=16,
-    limit=20000,
-    vector_layers=(VectorLayer("heat_buildings", {
-        "h3": "H3 cell id (hex)", "res": "H3 resolution", "count": "buildings in the cell"}),),
-    params=(Param("category", "choices", "building categories", _BUILDING_CATEGORIES),),
-    style=(
-        {"_rank": 10, "id": "heat-buildings", "type": "fill", "source-layer": "heat_buildings",
-         "layout": {"visibility": "none"},
-         "filter": ["==", ["geometry-type"], "Polygon"],
-         "paint": {"fill-color": ["interpolate", ["linear"], ["get", "count"],
-                                  1, "#fff5eb", 20, "#fd8d3c", 100, "#d94801", 400, "#7f2704"],
-                   "fill-opacity": 0.55}},
-    ),
+    table="building",
+    fields={"count": "buildings in the cell"},
+    params=(_BUILDING_CATEGORY,),
+    rank=10,
+    fill=_by_count(1, "#fff5eb", 20, "#fd8d3c", 100, "#d94801", 400, "#7f2704"),
 )
 
 # --- events -----------------------------------------------------------------------------------
@@ -421,8 +450,7 @@ EVENTS = TileLayer(
         {"_rank": 60, "id": "event-clusters", "type": "circle", "source-layer": "event_clusters",
          "paint": {"circle-color": _SLA_COLOUR, "circle-opacity": 0.85,
                    "circle-stroke-color": "#ffffff", "circle-stroke-width": 1.5,
-                   "circle-radius": ["interpolate", ["linear"], ["get", "count"],
-                                     1, 7, 10, 11, 100, 18, 1000, 26]}},
+                   "circle-radius": _by_count(1, 7, 10, 11, 100, 18, 1000, 26)}},
         {"_rank": 61, "id": "event-clusters-count", "type": "symbol",
          "source-layer": "event_clusters",
          "layout": {"text-field": ["to-string", ["get", "count"]], "text-size": 11,
@@ -435,34 +463,20 @@ EVENTS = TileLayer(
     ),
 )
 
-HEAT_EVENTS = TileLayer(
-    name="heat_events",
+HEAT_EVENTS = _heat_layer(
+    "heat_events",
     title="事件密度",
     description="Event counts on H3 hexagons (r7 to z10, r8 to z12, r9 beyond), from the cell "
                 "ids stored when events are written; every state but merged duplicates unless "
                 "a state is asked for. A hexagon whose outline is not known yet is drawn as a "
                 "point at its members' centre.",
     permission="event.read",
-    tables=("event", "h3_cell"),
-    minzoom=7,
-    maxzoom=16,
-    limit=20000,
-    vector_layers=(VectorLayer("heat_events", {
-        "h3": "H3 cell id (hex)", "res": "H3 resolution", "count": "events in the cell"}),),
+    table="event",
+    fields={"count": "events in the cell"},
     params=_event_params(state_default=None),
-    style=(
-        {"_rank": 11, "id": "heat-events", "type": "fill", "source-layer": "heat_events",
-         "layout": {"visibility": "none"},
-         "filter": ["==", ["geometry-type"], "Polygon"],
-         "paint": {"fill-color": ["interpolate", ["linear"], ["get", "count"],
-                                  1, "#fee5d9", 5, "#fc9272", 20, "#de2d26", 100, "#a50f15"],
-                   "fill-opacity": 0.55}},
-        {"_rank": 11, "id": "heat-events-points", "type": "circle",
-         "source-layer": "heat_events", "layout": {"visibility": "none"},
-         "filter": ["==", ["geometry-type"], "Point"],
-         "paint": {"circle-radius": ["interpolate", ["linear"], ["get", "count"], 1, 6, 100, 22],
-                   "circle-color": "#de2d26", "circle-opacity": 0.5, "circle-blur": 0.4}},
-    ),
+    rank=11,
+    fill=_by_count(1, "#fee5d9", 5, "#fc9272", 20, "#de2d26", 100, "#a50f15"),
+    point=("#de2d26", _by_count(1, 6, 100, 22)),
 )
 
 # --- patrols -----------------------------------------------------------------------------------
@@ -503,37 +517,22 @@ PATROL_TRACKS = TileLayer(
     ),
 )
 
-HEAT_PATROLS = TileLayer(
-    name="heat_patrols",
+HEAT_PATROLS = _heat_layer(
+    "heat_patrols",
     title="巡查密度",
     description="Patrol density on H3 hexagons (resolution by zoom): kept GPS fixes per cell "
                 "(a fix every few seconds, so time spent) and how many workers, from the r10 "
                 "cells stored at ingest. Fine cells retrace a worker's day: the same clearance "
                 "as tracks, and audited.",
     permission="patrol.playback",
-    tables=("patrol_cell", "h3_cell"),
-    minzoom=7,
-    maxzoom=16,
-    limit=20000,
-    vector_layers=(VectorLayer("heat_patrols", {
-        "h3": "H3 cell id (hex)", "res": "H3 resolution", "count": "GPS fixes in the cell",
-        "workers": "workers the fixes came from"}),),
+    table="patrol_cell",
+    fields={"count": "GPS fixes in the cell", "workers": "workers the fixes came from"},
     params=(Param("time", "interval", "patrols started between start/end (ISO 8601 with a "
                   "zone, '..' open)"),),
+    rank=12,
+    fill=_by_count(1, "#edf8fb", 50, "#66c2a4", 300, "#238b45", 1500, "#00441b"),
+    point=("#238b45", _by_count(1, 5, 300, 18)),
     audit_action="patrol.tiles",
-    style=(
-        {"_rank": 12, "id": "heat-patrols", "type": "fill", "source-layer": "heat_patrols",
-         "layout": {"visibility": "none"},
-         "filter": ["==", ["geometry-type"], "Polygon"],
-         "paint": {"fill-color": ["interpolate", ["linear"], ["get", "count"],
-                                  1, "#edf8fb", 50, "#66c2a4", 300, "#238b45", 1500, "#00441b"],
-                   "fill-opacity": 0.55}},
-        {"_rank": 12, "id": "heat-patrols-points", "type": "circle",
-         "source-layer": "heat_patrols", "layout": {"visibility": "none"},
-         "filter": ["==", ["geometry-type"], "Point"],
-         "paint": {"circle-radius": ["interpolate", ["linear"], ["get", "count"], 1, 5, 300, 18],
-                   "circle-color": "#238b45", "circle-opacity": 0.5, "circle-blur": 0.4}},
-    ),
 )
 
 BASE_LAYERS = (REGIONS, BUILDINGS, KEY_PLACES, CITY_COMPONENTS, HEAT_BUILDINGS, EVENTS,

@@ -36,3 +36,17 @@ CREATE OR REPLACE FUNCTION tiles.heat_reach(res integer) RETURNS double precisio
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE res WHEN 7 THEN 5000 WHEN 8 THEN 2000 ELSE 800 END::double precision
 $$;
+
+-- The box a heat layer's tile reads members from: the tile grown by that reach at the zoom's
+-- resolution (a hexagon touching the tile counts all its members, also those outside it).
+CREATE OR REPLACE FUNCTION tiles.heat_envelope(z integer, x integer, y integer)
+RETURNS geometry LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ST_Expand(ST_TileEnvelope(z, x, y), tiles.heat_reach(tiles.heat_resolution(z)))
+$$;
+
+-- A member's hexagon at a heat resolution, from the r7/r8/r9 cell ids stored at write time.
+-- A plain expression: inlined into the caller's GROUP BY.
+CREATE OR REPLACE FUNCTION tiles.heat_cell(res integer, r7 bigint, r8 bigint, r9 bigint)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE res WHEN 7 THEN r7 WHEN 8 THEN r8 ELSE r9 END
+$$;

@@ -30,7 +30,7 @@ RETURNS bytea LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
     env geometry := ST_TileEnvelope(z, x, y);
     hres integer := tiles.heat_resolution(z);
-    reach geometry := ST_Expand(ST_TileEnvelope(z, x, y), tiles.heat_reach(tiles.heat_resolution(z)));
+    reach geometry := tiles.heat_envelope(z, x, y);
     categories text[] := tiles.query_list(query, 'category');
     lim integer := tiles.query_limit(query, 20000);
     mvt bytea;
@@ -40,7 +40,7 @@ BEGIN
             SELECT c.cell AS id, to_hex(c.cell) AS h3, hres AS res, c.n AS count,
                    ST_AsMVTGeom(coalesce(h.geom_3857, c.centre), env, 4096, 64, true) AS geom
             FROM (
-                SELECT CASE hres WHEN 7 THEN b.h3_r7 WHEN 8 THEN b.h3_r8 ELSE b.h3_r9 END AS cell,
+                SELECT tiles.heat_cell(hres, b.h3_r7, b.h3_r8, b.h3_r9) AS cell,
                        count(*) AS n,
                        ST_SetSRID(ST_Centroid(ST_Extent(b.geom_3857)::geometry), 3857) AS centre
                 FROM building b

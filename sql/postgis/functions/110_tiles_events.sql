@@ -35,6 +35,21 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         ) SELECT array_agg(id) FROM d), '{}') END
 $$;
 
+-- The filters every event layer takes (query: type, state, source, severity, time_from/to;
+-- NULL: no filter): without a state asked for, merged duplicates are left out. One boolean
+-- expression, so the planner inlines it into the caller's WHERE (the index on geom_3857 is
+-- still what the caller's && picks).
+CREATE OR REPLACE FUNCTION tiles.event_matches(e event, types bigint[], states text[],
+                                               sources text[], severities text[],
+                                               t0 timestamptz, t1 timestamptz)
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT (CASE WHEN states IS NULL THEN e.state <> 'merged' ELSE e.state = ANY (states) END)
+       AND (types IS NULL OR e.event_type_id = ANY (types))
+       AND (sources IS NULL OR e.source = ANY (sources))
+       AND (severities IS NULL OR e.severity = ANY (severities))
+       AND (t0 IS NULL OR e.reported_at >= t0) AND (t1 IS NULL OR e.reported_at <= t1)
+$$;
+
 -- Zoom from which events are drawn one by one (below it: clusters).
 CREATE OR REPLACE FUNCTION tiles.events_point_zoom() RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 14 $$;
@@ -73,11 +88,7 @@ BEGIN
                    tiles.sla_next_change(e.deadline_at, e.amber_at) AS next_change
             FROM event e
             WHERE e.geom_3857 && near
-              AND (CASE WHEN states IS NULL THEN e.state <> 'merged' ELSE e.state = ANY (states) END)
-              AND (types IS NULL OR e.event_type_id = ANY (types))
-              AND (sources IS NULL OR e.source = ANY (sources))
-              AND (severities IS NULL OR e.severity = ANY (severities))
-              AND (t0 IS NULL OR e.reported_at >= t0) AND (t1 IS NULL OR e.reported_at <= t1)
+              AND tiles.event_matches(e, types, states, sources, severities, t0, t1)
         ), shown AS (
             SELECT c.id, c.code, t.code AS type, t.name AS type_name, c.state, c.source,
                    c.severity, c.sla, extract(epoch FROM c.reported_at)::bigint AS reported_at,
@@ -98,11 +109,7 @@ BEGIN
                    tiles.sla_next_change(e.deadline_at, e.amber_at) AS next_change
             FROM event e
             WHERE e.geom_3857 && env
-              AND (CASE WHEN states IS NULL THEN e.state <> 'merged' ELSE e.state = ANY (states) END)
-              AND (types IS NULL OR e.event_type_id = ANY (types))
-              AND (sources IS NULL OR e.source = ANY (sources))
-              AND (severities IS NULL OR e.severity = ANY (severities))
-              AND (t0 IS NULL OR e.reported_at >= t0) AND (t1 IS NULL OR e.reported_at <= t1)
+              AND tiles.event_matches(e, types, states, sources, severities, t0, t1)
         ), k AS (
             -- half-open cells: an event on a tile edge belongs to one tile only
             SELECT floor((c.ex - x0) / cell)::integer AS cx, floor((y1 - c.ey) / cell)::integer AS cy,
@@ -148,8 +155,7 @@ RETURNS bytea LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
     env geometry := ST_TileEnvelope(z, x, y);
     hres integer := tiles.heat_resolution(z);
-    reach geometry := ST_Expand(ST_TileEnvelope(z, x, y),
-                                tiles.heat_reach(tiles.heat_resolution(z)));
+    reach geometry := tiles.heat_envelope(z, x, y);
     types bigint[] := tiles.event_type_ids(tiles.query_list(query, 'type'));
     states text[] := tiles.query_list(query, 'state');
     sources text[] := tiles.query_list(query, 'source');
@@ -164,17 +170,12 @@ BEGIN
             SELECT c.cell AS id, to_hex(c.cell) AS h3, hres AS res, c.n AS count,
                    ST_AsMVTGeom(coalesce(h.geom_3857, c.centre), env, 4096, 64, true) AS geom
             FROM (
-                SELECT CASE hres WHEN 7 THEN e.h3_r7 WHEN 8 THEN e.h3_r8 ELSE e.h3_r9 END AS cell,
+                SELECT tiles.heat_cell(hres, e.h3_r7, e.h3_r8, e.h3_r9) AS cell,
                        count(*) AS n,
                        ST_SetSRID(ST_Centroid(ST_Extent(e.geom_3857)::geometry), 3857) AS centre
                 FROM event e
                 WHERE e.geom_3857 && reach
-                  AND (CASE WHEN states IS NULL THEN e.state <> 'merged'
-                            ELSE e.state = ANY (states) END)
-                  AND (types IS NULL OR e.event_type_id = ANY (types))
-                  AND (sources IS NULL OR e.source = ANY (sources))
-                  AND (severities IS NULL OR e.severity = ANY (severities))
-                  AND (t0 IS NULL OR e.reported_at >= t0) AND (t1 IS NULL OR e.reported_at <= t1)
+                  AND tiles.event_matches(e, types, states, sources, severities, t0, t1)
                 GROUP BY 1
             ) c
             LEFT JOIN tiles.h3_cell h ON h.cell = c.cell

@@ -52,8 +52,7 @@ RETURNS bytea LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
     env geometry := ST_TileEnvelope(z, x, y);
     hres integer := tiles.heat_resolution(z);
-    reach geometry := ST_Expand(ST_TileEnvelope(z, x, y),
-                                tiles.heat_reach(tiles.heat_resolution(z)));
+    reach geometry := tiles.heat_envelope(z, x, y);
     t0 timestamptz := tiles.query_time(query, 'time_from');
     t1 timestamptz := tiles.query_time(query, 'time_to');
     lim integer := tiles.query_limit(query, 20000);
@@ -65,7 +64,7 @@ BEGIN
                    c.workers,
                    ST_AsMVTGeom(coalesce(h.geom_3857, c.centre), env, 4096, 64, true) AS geom
             FROM (
-                SELECT CASE hres WHEN 7 THEN p.h3_r7 WHEN 8 THEN p.h3_r8 ELSE p.h3_r9 END AS cell,
+                SELECT tiles.heat_cell(hres, p.h3_r7, p.h3_r8, p.h3_r9) AS cell,
                        sum(p.points)::bigint AS n, count(DISTINCT p.user_id) AS workers,
                        ST_SetSRID(ST_Centroid(ST_Extent(p.geom_3857)::geometry), 3857) AS centre
                 FROM tiles.patrol_cell p
