@@ -13,15 +13,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from pydantic import BaseModel
 
-from api.deps import AuditContextDep, CryptoDep, CurrentUser, SessionDep, SettingsDep, require
-from api.routes.events import EventSettingsDep
+from api.deps import AuditContextDep, CryptoDep, CurrentUser, SessionDep, require
+from api.routes.events import EventSettingsDep, PhotoStoreDep, read_photos
 from geoserver.domain.principal import Principal
 from geoserver.errors import InvalidInput
 from geoserver.services import broadcasts, mobile, mobile_photos
 from geoserver.services.broadcasts import BroadcastIn, BroadcastPublic
 from geoserver.services.events import EventDetail
 from geoserver.services.mobile import MyTasks, PhoneResult, PhoneWrite
-from geoserver.services.mobile_photos import MAX_PHOTO_BYTES, PhotoStore
+from geoserver.services.photos import PhotoStore
 
 router = APIRouter(prefix="/api/v1/mobile", tags=["mobile"])
 
@@ -30,12 +30,6 @@ Reporter = Annotated[Principal, Depends(require("event.report"))]
 Sender = Annotated[Principal, Depends(require("broadcast.send"))]
 
 
-def photo_store(settings: SettingsDep) -> PhotoStore:
-    """Return the photo store under the data directory."""
-    return PhotoStore(settings.database.data_dir)
-
-
-PhotoStoreDep = Annotated[PhotoStore, Depends(photo_store)]
 Photos = Annotated[list[UploadFile], File(description="JPEG, PNG or WebP, at most 6")]
 
 
@@ -47,16 +41,15 @@ class PhoneOut(BaseModel):
     photos: list[dict[str, Any]]
 
 
-def _write(client_key: str, body: str, photos: list[UploadFile]) -> PhoneWrite:
+def _write(client_key: str, body: str, photos: list[UploadFile],
+           store: PhotoStore) -> PhoneWrite:
     try:
         parsed = json.loads(body)
     except json.JSONDecodeError:
         raise InvalidInput("must be a JSON object", field="body") from None
     if not isinstance(parsed, dict):
         raise InvalidInput("must be a JSON object", field="body")
-    # One byte over the limit is enough for the store to refuse it as too large.
-    data = [f.file.read(MAX_PHOTO_BYTES + 1) for f in photos]
-    return PhoneWrite(client_key=client_key, body=parsed, photos=data)
+    return PhoneWrite(client_key=client_key, body=parsed, photos=read_photos(photos, store))
 
 
 def _out(result: PhoneResult, response: Response, session: SessionDep,
@@ -65,7 +58,7 @@ def _out(result: PhoneResult, response: Response, session: SessionDep,
     response.headers["ETag"] = f'"{result.event.version}"'
     photos = mobile_photos.event_photos(session, actor=user, event_id=result.event.id)
     return PhoneOut(event=result.event, duplicate=result.duplicate,
-                    photos=[p.__dict__ for p in photos])
+                    photos=[p.model_dump(mode="json") for p in photos])
 
 
 @router.post("/reports", response_model=PhoneOut, status_code=201,
@@ -77,7 +70,7 @@ def report(client_key: Annotated[str, Form(max_length=64)],
            store: PhotoStoreDep, settings: EventSettingsDep, context: AuditContextDep,
            photos: Photos = []) -> PhoneOut:  # noqa: B006 (FastAPI copies defaults)
     """Report an event with photos once per client key (a repeat answers 200, writes nothing)."""
-    result = mobile.report(session, actor=user, write=_write(client_key, body, photos),
+    result = mobile.report(session, actor=user, write=_write(client_key, body, photos, store),
                            store=store, crypto=crypto, settings=settings, context=context)
     return _out(result, response, session, user)
 
@@ -91,7 +84,7 @@ def act(event_id: int, action: str, client_key: Annotated[str, Form(max_length=6
         photos: Photos = []) -> PhoneOut:  # noqa: B006
     """Sign, handle (result + photos) or verify (position + photos) once per client key."""
     result = mobile.act(session, actor=user, event_id=event_id, action=action,
-                        write=_write(client_key, body, photos), store=store,
+                        write=_write(client_key, body, photos, store), store=store,
                         settings=settings, context=context)
     return _out(result, response, session, user)
 
@@ -111,8 +104,8 @@ def profile(user: CurrentUser, session: SessionDep) -> dict[str, Any]:
 @router.get("/events/{event_id}/photos", responses={404: {}})
 def event_photos(event_id: int, user: Reader, session: SessionDep) -> list[dict[str, Any]]:
     """List an event's photos (report, handling, verification)."""
-    return [p.__dict__ for p in mobile_photos.event_photos(session, actor=user,
-                                                           event_id=event_id)]
+    return [p.model_dump(mode="json") for p in mobile_photos.event_photos(
+        session, actor=user, event_id=event_id)]
 
 
 @router.get("/photos/{photo_id}", responses={404: {}, 200: {"content": {"image/jpeg": {}}}})

@@ -9,7 +9,7 @@ the audit row in the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ from geoserver.domain.events import (
 from geoserver.domain.principal import Principal
 from geoserver.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from geoserver.services import event_types, routing
+from geoserver.services import photos as evidence
 from geoserver.services.audit import NO_CONTEXT, AuditContext, audit
 from geoserver.services.event_types import EffectiveRule
 from geoserver.services.events import (
@@ -41,6 +42,7 @@ from geoserver.services.events import (
     EventSettings,
     LoadedEvent,
     UnitTarget,
+    checked_photos,
     db_now,
     get_event,
     load_event,
@@ -52,6 +54,7 @@ from geoserver.services.events import (
     validated,
     write_history,
 )
+from geoserver.services.photos import PhotoStore
 
 A, S = EventAction, EventState
 
@@ -80,8 +83,10 @@ class _Ctx:
 
 def act(session: Session, *, actor: Principal, event_id: int, action: EventAction | str,
         data: ActionIn | Mapping[str, Any], settings: EventSettings = DEFAULT_SETTINGS,
-        context: AuditContext = NO_CONTEXT, at: datetime | None = None) -> EventDetail:
-    """Apply one lifecycle action to an event (受理, 派遣, 签收, 处置, 核查, 办结 …).
+        context: AuditContext = NO_CONTEXT, at: datetime | None = None,
+        photos: Sequence[bytes] = (), photo_store: PhotoStore | None = None) -> EventDetail:
+    """Apply one lifecycle action to an event (受理, 派遣, 签收, 处置, 核查, 办结 …), with the
+    photos that document it (处置 result, 核查 on site).
 
     Raises:
         NotFound: the event is not visible to the actor.
@@ -91,8 +96,10 @@ def act(session: Session, *, actor: Principal, event_id: int, action: EventActio
             verifier too far from the event (with the distance).
         Conflict: a stale version, a concurrent change, or an action the state does not allow
             (with ``allowed_actions``).
+        TooLarge: a photo or a photo quota over its limit.
     """
     body: ActionIn = validated(ActionIn, data)
+    uploads = checked_photos(photos, photo_store)
     try:
         act_enum = EventAction(action)
     except ValueError:
@@ -118,6 +125,9 @@ def act(session: Session, *, actor: Principal, event_id: int, action: EventActio
     write_history(session, event_id=ev.id, action=act_enum, from_state=ev.state,
                    to_state=new_state, actor=actor, unit_id=ctx.unit_id, note=body.note,
                    data=ctx.record, version=ev.version + 1, at=ctx.at)
+    if uploads and photo_store is not None:
+        evidence.attach(session, actor=actor, event_id=ev.id, stage=act_enum.value,
+                        uploads=uploads, store=photo_store)
     sync_clocks(session, ev.id, rule, settings, ctx.at)
     audit(session, actor=actor, action=f"event.{act_enum}", object_kind="event",
           object_id=str(ev.id), before={"state": ev.state.value, "version": ev.version},

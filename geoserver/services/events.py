@@ -9,7 +9,7 @@ lifecycle actions are in ``event_actions``; queues in ``event_queues``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,16 +33,24 @@ from geoserver.domain.events import (
     allowed_actions,
 )
 from geoserver.domain.principal import Principal
-from geoserver.errors import FieldProblem, InvalidInput, NotFound, PermissionDenied
+from geoserver.errors import (
+    FieldProblem,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 from geoserver.geo.crs import parse_input_crs, to_storage
 from geoserver.geo.h3cells import cell_int
 from geoserver.geo.validate import GeometryProblem, check_lonlat, parse_geojson_geometry
 from geoserver.security.crypto import PersonalDataCrypto
 from geoserver.services import dberrors, event_clocks, event_types, routing
+from geoserver.services import photos as evidence
 from geoserver.services.audit import NO_CONTEXT, AuditContext, audit
 from geoserver.services.event_clocks import ClockPublic
 from geoserver.services.event_types import EffectiveRule
 from geoserver.services.holidays import load_calendar
+from geoserver.services.photos import PhotoPublic, PhotoStore, PhotoUpload
 
 A, S = EventAction, EventState
 PHONE_CONTEXT = "event.reporter_phone"
@@ -61,6 +69,12 @@ class EventSettings(BaseSettings):
     snap_tolerance_m: float = Field(default=300.0, ge=0, le=5000)
     #: On-site verification (核查) needs the verifier within this distance of the event.
     verify_distance_m: float = Field(default=200.0, gt=0, le=5000)
+    #: Anonymous public reports (群众上报) per hour from one IP address (NAT: keep it generous)
+    #: and for one phone number.
+    public_reports_per_ip_per_hour: int = Field(default=20, ge=1, le=10_000)
+    public_reports_per_phone_per_hour: int = Field(default=5, ge=1, le=1000)
+    #: An export (导出) refuses more rows than this: narrow the filters.
+    max_export_rows: int = Field(default=100_000, ge=1, le=5_000_000)
 
     @property
     def office(self) -> OfficeHours:
@@ -231,6 +245,8 @@ class EventDetail(EventPublic):
     assignments: list[AssignmentPublic]
     clocks: list[ClockPublic]
     pending_extension: dict[str, Any] | None
+    #: Photos as evidence of the report, the handling and the verification.
+    photos: list[PhotoPublic] = Field(default_factory=list)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -358,7 +374,8 @@ def get_event(session: Session, *, actor: Principal, event_id: int,
         **event_public(ev.row).model_dump(), allowed_actions=allowed,
         history=_history(session, ev.id), routes=_routes(session, ev.id),
         assignments=_assignments(session, ev.id), clocks=clocks,
-        pending_extension=dict(pending) if pending else None)
+        pending_extension=dict(pending) if pending else None,
+        photos=evidence.photos_of(session, actor=actor, event_id=ev.id))
 
 
 def clocks_at(session: Session, *, actor: Principal, event_id: int, at: datetime,
@@ -516,18 +533,22 @@ RETURNING path::text AS path
 
 def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapping[str, Any],
                  crypto: PersonalDataCrypto, settings: EventSettings = DEFAULT_SETTINGS,
-                 context: AuditContext = NO_CONTEXT, at: datetime | None = None) -> EventDetail:
-    """Take in a report: locate it, route it, open its accept clock (上报).
+                 context: AuditContext = NO_CONTEXT, at: datetime | None = None,
+                 photos: Sequence[bytes] = (), photo_store: PhotoStore | None = None
+                 ) -> EventDetail:
+    """Take in a report: locate it, route it, open its accept clock (上报); keep its photos.
 
     Raises:
         PermissionDenied: the actor may not report.
         InvalidInput: unknown type, missing or unknown crs, a point beyond the grid tolerance,
             a region outside the actor's scope, a bad phone; ``resolved_on_spot`` where the
-            rule or the reporter's grid does not allow it.
+            rule or the reporter's grid does not allow it; a photo that is not an image.
+        TooLarge: a photo or a photo quota over its limit.
     """
     if not actor.can("event.report"):
         raise PermissionDenied("reporting events needs the permission event.report")
     report: EventCreate = validated(EventCreate, data)
+    uploads = checked_photos(photos, photo_store)
     type_id, chain, names = _active_type(session, report.type_code)
     session.execute(text("SELECT set_config('gridgov.event_snap_m', :m, true)"),
                     {"m": str(settings.snap_tolerance_m)})
@@ -545,9 +566,6 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
     centre = routing.centre_for(session, place.path, level)
     at = at or db_now(session)
     event_id = int(session.execute(text("SELECT nextval('event_id_seq')")).scalar_one())
-    h3 = ({f"h{r}": cell_int(place.lon, place.lat, r) for r in (7, 8, 9)}
-          if place.lon is not None and place.lat is not None else {"h7": None, "h8": None,
-                                                                     "h9": None})
     params = {
         "id": event_id, "code": f"E{at:%Y%m%d}{event_id:06d}", "t": type_id,
         "src": report.source.value, "sev": report.severity.value, "lvl": level.value,
@@ -557,7 +575,8 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
         "x": place.lon, "y": place.lat, "path": place.path, "grid": place.grid_code,
         "township": township.code if township else None, "norule": decision.no_rule_matched,
         "nf": place.address_not_found, "uid": actor.user_id, "rname": report.reporter_name,
-        "ext": report.external_ref, "at": at, **h3, **_phone(crypto, report.reporter_phone)}
+        "ext": report.external_ref, "at": at, **_cells(place),
+        **_phone(crypto, report.reporter_phone)}
     try:
         with session.begin_nested():
             session.execute(text(_INSERT), params)
@@ -570,11 +589,93 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
     audit(session, actor=actor, action="event.report", object_kind="event",
           object_id=str(event_id), after={"type": report.type_code, "path": place.path,
                                           "source": report.source.value}, context=context)
+    if uploads and photo_store is not None:
+        evidence.attach(session, actor=actor, event_id=event_id, stage=A.REPORT.value,
+                        uploads=uploads, store=photo_store)
     if report.resolved_on_spot:
         return _resolve_on_spot(session, actor=actor, event_id=event_id, data=report,
                                 settings=settings, context=context, at=at)
     sync_clocks(session, event_id, rule, settings, at)
     return get_event(session, actor=reader_of(actor), event_id=event_id, settings=settings)
+
+
+def _cells(place: _Place) -> dict[str, int | None]:
+    if place.lon is None or place.lat is None:
+        return {"h7": None, "h8": None, "h9": None}
+    return {f"h{r}": cell_int(place.lon, place.lat, r) for r in (7, 8, 9)}
+
+
+def _public_phone(raw: str | None) -> str:
+    if not raw:
+        raise InvalidInput("a phone number is required for public reports",
+                           field="reporter_phone")
+    try:
+        normal = normalize_phone(raw)
+    except DocumentInvalid as exc:
+        raise InvalidInput(exc.reason, field="reporter_phone") from None
+    if "-" in normal:  # a landline: the public channel calls back on a mobile
+        raise InvalidInput("public reports need a mainland mobile number (11 digits)",
+                           field="reporter_phone")
+    return normal
+
+
+_PUBLIC_LIMITS = (("ip", "ip_hash", "public_reports_per_ip_per_hour", "this network address"),
+                  ("ph", "phone_hash", "public_reports_per_phone_per_hour", "this phone number"))
+
+
+def _rate_limit(session: Session, keys: Mapping[str, bytes | None],
+                settings: EventSettings) -> None:
+    """Refuse a public report over the hourly limits, saying when to retry (sliding hour)."""
+    for key, column, limit_name, what in _PUBLIC_LIMITS:
+        if keys[key] is None:
+            continue
+        # One IP's (one phone's) reports queue here, so two at once cannot both slip under.
+        session.execute(text("SELECT pg_advisory_xact_lock(75002, hashtext(encode(:h, 'hex')))"),
+                        {"h": keys[key]})
+        limit = int(getattr(settings, limit_name))
+        wait = session.execute(text(
+            f"SELECT ceil(extract(epoch FROM at + interval '1 hour' - now()))::int "
+            f"FROM event_public_report WHERE {column} = :h AND at > now() - interval '1 hour' "
+            "ORDER BY at DESC OFFSET :n LIMIT 1"), {"h": keys[key], "n": limit - 1}).scalar()
+        if wait is not None:
+            raise RateLimited(f"at most {limit} public reports an hour from {what}; retry in "
+                              f"{max(1, wait)} s", retry_after=max(1, int(wait)))
+
+
+def report_public(session: Session, *, data: EventCreate | Mapping[str, Any],
+                  crypto: PersonalDataCrypto, ip: str | None,
+                  settings: EventSettings = DEFAULT_SETTINGS,
+                  context: AuditContext = NO_CONTEXT) -> EventDetail:
+    """Take in an anonymous public report (群众上报), limited per IP and per phone each hour.
+
+    The phone number (a mainland mobile) is required and stored encrypted, with a blind index
+    and a masked form, like every phone number; the IP is kept only as a keyed hash.
+
+    Raises:
+        InvalidInput: no phone, not a mainland mobile, and what ``report_event`` refuses.
+        RateLimited: too many reports from this IP address or for this phone in the last hour.
+    """
+    report: EventCreate = validated(EventCreate, data)
+    phone = _public_phone(report.reporter_phone)
+    keys = {"ip": crypto.blind_index(f"ip:{ip}") if ip else None,
+            "ph": crypto.blind_index(phone)}
+    _rate_limit(session, keys, settings)
+    public = report.model_copy(update={"source": EventSource.PUBLIC, "resolved_on_spot": False,
+                                       "reporter_phone": phone})
+    detail = report_event(session, actor=PUBLIC, data=public, crypto=crypto, settings=settings,
+                          context=context)
+    session.execute(text("INSERT INTO event_public_report (event_id, ip_hash, phone_hash) "
+                         "VALUES (:e, :ip, :ph)"), {"e": detail.id, **keys})
+    return detail
+
+
+def checked_photos(files: Sequence[bytes], store: PhotoStore | None) -> list[PhotoUpload]:
+    """Check a request's photos before anything is written (bad ones fail the request)."""
+    if not files:
+        return []
+    if store is None:
+        raise TypeError("photos need a photo_store")
+    return store.prepare_all(files)
 
 
 def reader_of(actor: Principal) -> Principal:

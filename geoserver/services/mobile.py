@@ -31,7 +31,7 @@ from geoserver.services import broadcasts, event_actions, event_queues, events
 from geoserver.services.audit import NO_CONTEXT, AuditContext
 from geoserver.services.event_queues import EventFilter
 from geoserver.services.events import EventDetail, EventPublic, EventSettings
-from geoserver.services.mobile_photos import PhotoStore, StoredPhoto, link_photos, read_uploads
+from geoserver.services.photos import PhotoStore
 
 _KEY = re.compile(r"^[0-9A-Za-z_-]{8,64}$")
 #: Actions a worker takes from the phone (签收, 处置, 核查, 申请退回, 申请延期); the rest are the
@@ -128,10 +128,9 @@ def report(session: Session, *, actor: Principal, write: PhoneWrite, store: Phot
     if earlier is not None:
         return PhoneResult(events.get_event(session, actor=actor, event_id=earlier,
                                             settings=settings), duplicate=True)
-    photos = read_uploads(store, write.photos)
     detail = events.report_event(session, actor=actor, data=write.body, crypto=crypto,
-                                 settings=settings, context=context)
-    link_photos(session, actor=actor, event_id=detail.id, stage="report", photos=photos)
+                                 settings=settings, context=context, photos=write.photos,
+                                 photo_store=store)
     _remember(session, actor, key, "report", digest, detail)
     return PhoneResult(detail, duplicate=False)
 
@@ -157,10 +156,9 @@ def act(session: Session, *, actor: Principal, event_id: int, action: str, write
     if earlier is not None:
         return PhoneResult(events.get_event(session, actor=actor, event_id=earlier,
                                             settings=settings), duplicate=True)
-    photos: list[StoredPhoto] = read_uploads(store, write.photos)
     detail = event_actions.act(session, actor=actor, event_id=event_id, action=action,
-                               data=write.body, settings=settings, context=context)
-    link_photos(session, actor=actor, event_id=detail.id, stage=action, photos=photos)
+                               data=write.body, settings=settings, context=context,
+                               photos=write.photos, photo_store=store)
     _remember(session, actor, key, action, digest, detail)
     return PhoneResult(detail, duplicate=False)
 
