@@ -178,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(claims.router)
     app.include_router(ogc.router)
     app.include_router(live_routes.router)
+    app.include_router(live_routes.event_router)  # before events: /events/stream is no id
     app.include_router(patrols.router)
     app.include_router(events.router)
     app.include_router(event_types.router)

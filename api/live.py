@@ -50,6 +50,9 @@ from geoserver.errors import InvalidInput, Unavailable
 from geoserver.services.notifications import MESSAGES_CHANNEL
 from geoserver.services.patrol_store import LIVE_CHANNEL
 
+#: Event changes (0105.event_changes.sql): id, action, state, version and the region path.
+EVENTS_CHANNEL = "gridgov_events"
+
 log = logging.getLogger("gridgov.live")
 
 Message = dict[str, Any]
@@ -544,12 +547,10 @@ def parse_last_event_id(raw: str | None) -> int | None:
 
 def start_hub(settings: Settings) -> LiveHub:
     """Start the process's live hub for the app's database (call from the lifespan)."""
-    from geoserver.services.patrols import PatrolSettings
-
     hub = LiveHub(settings.database.app_database_url or "",
-                  channels=(MESSAGES_CHANNEL, LIVE_CHANNEL),
+                  channels=(MESSAGES_CHANNEL, LIVE_CHANNEL, EVENTS_CHANNEL),
                   key_fields={MESSAGES_CHANNEL: "user_id"},
-                  watchers=[PatrolWatcher(PatrolSettings().online_minutes * 60)])
+                  watchers=[PatrolWatcher(settings.patrol.online_minutes * 60)])
     hub.start()
     hub.chain_signals()
     return hub

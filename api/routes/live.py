@@ -1,19 +1,30 @@
-"""Live patrol positions (实时位置) over SSE: the workers of your jurisdiction, then their moves
-and online → offline changes as they happen. Opening the view is audited (行踪轨迹 are
-sensitive personal information)."""
+"""Live views over SSE.
+
+Patrol positions (实时位置): the workers of your jurisdiction, then their moves and online →
+offline changes as they happen; opening the view is audited (行踪轨迹 are sensitive personal
+information). Event changes: every action on an event of your jurisdiction, as it commits.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from starlette.responses import StreamingResponse
 
-from api.deps import AuditContextDep, CurrentUser, EngineDep
-from api.live import RESYNC, Message, SseEvent, Subscription, hub_of, sse_response
+from api.deps import AuditContextDep, CurrentUser, EngineDep, require
+from api.live import (
+    EVENTS_CHANNEL,
+    RESYNC,
+    Message,
+    SseEvent,
+    Subscription,
+    hub_of,
+    sse_response,
+)
 from geoserver.database.engine import scoped_session
 from geoserver.domain.principal import Principal
 from geoserver.services import patrols
@@ -21,6 +32,7 @@ from geoserver.services.audit import AuditContext
 from geoserver.services.patrol_store import LIVE_CHANNEL
 
 router = APIRouter(prefix="/api/v1/patrols/live", tags=["patrols"])
+event_router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
 
 def _snapshot(engine: Engine, user: Principal, context: AuditContext) -> dict[str, Any]:
@@ -77,3 +89,34 @@ async def live_stream(request: Request, user: CurrentUser, engine: EngineDep,
         hub.unsubscribe(sub)
         raise
     return sse_response(hub, _events(engine, user, context, sub, snapshot))
+
+
+async def _event_changes(sub: Subscription) -> AsyncGenerator[SseEvent | None, None]:
+    """The stream: one ``change`` per event action in the user's scope; ``resync`` if missed."""
+    try:
+        while True:
+            items = await sub.get(sub.hub.heartbeat)
+            if not items:
+                yield None
+            for item in items:
+                if item is RESYNC:  # changes may have been missed: the page re-reads its lists
+                    yield SseEvent({}, event="resync")
+                else:
+                    yield SseEvent({k: item.get(k) for k in ("id", "action", "state", "version")},
+                                   event="change")
+    finally:
+        sub.hub.unsubscribe(sub)
+
+
+@event_router.get("/stream", response_class=StreamingResponse, responses={
+    200: {"description": "text/event-stream: `change` {id, action, state, version} per action "
+                         "on an event in your jurisdiction; `resync` when changes may have been "
+                         "missed", "content": {"text/event-stream": {}}},
+    403: {"description": "needs event.read"}})
+async def event_stream(request: Request,
+                       user: Annotated[Principal, Depends(require("event.read"))]
+                       ) -> StreamingResponse:
+    """Push every change of an event in your jurisdiction as it commits (SSE)."""
+    hub = hub_of(request)
+    # Filtered by the caller's own scope (the payload's region path), never a parameter.
+    return sse_response(hub, _event_changes(hub.subscribe(EVENTS_CHANNEL, scope=user.scope)))
