@@ -3,8 +3,8 @@ map, and tile requests per pan.
 
 - **Page weight**: bytes transferred (encoded, as on the wire, from the DevTools protocol) from
   navigating to ``/`` with a session cookie until the map is first idle, split into the page's
-  own files, the vendored libraries, API answers and tiles; cold (cache disabled) and warm
-  (second visit, browser cache on).
+  own files, the vendored libraries, API answers and tiles; cold (first visit, a fresh browser
+  profile) and warm (second visit: what is cached is revalidated or reused).
 - **Time to the first idle map**: from the navigation's start to the first moment the map is
   loaded with every tile drawn (MapLibre ``loaded() && areTilesLoaded()``), median of
   ``--runs`` cold loads.
@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +73,9 @@ class Recorder:
 
     The page's own requests come from the DevTools protocol (``encodedDataLength``: headers and
     body on the wire, 0 for a cache hit). Tiles are fetched by MapLibre's web workers, which
-    that session does not see: Playwright reports them, sized by their answer (a 304
-    revalidation carries no body; tiles are ``no-cache`` with an ETag).
+    that session does not see: Playwright reports them, and ``Request.sizes()`` gives what
+    crossed the wire (tiles are ``no-cache`` with an ETag: a 304 revalidation is headers only,
+    though Playwright shows the cached answer as a 200 with its length).
     """
 
     def __init__(self, page) -> None:
@@ -86,30 +84,30 @@ class Recorder:
         self.cdp.send("Network.enable")
         self.urls: dict[str, str] = {}
         self.done: list[tuple[str, int]] = []
+        self.tiles: list = []
         self.cdp.on("Network.requestWillBeSent",
                     lambda e: self.urls.__setitem__(e["requestId"], e["request"]["url"]))
         self.cdp.on("Network.loadingFinished", self._page_finished)
-        page.on("response", self._worker_response)
+        page.on("requestfinished", self._worker_finished)
 
     def _page_finished(self, e: dict) -> None:
         url = self.urls.get(e["requestId"], "")
         if url.startswith("http") and kind_of(url) != "tiles":
             self.done.append((url, int(e["encodedDataLength"])))
 
-    def _worker_response(self, response) -> None:
-        # Sized from the answer's headers (no protocol round trip inside the event handler).
-        if kind_of(response.url) != "tiles":
-            return
-        body = int(response.headers.get("content-length", 0)) if response.status == 200 else 0
-        self.done.append((response.url, body + 250))  # ~250 bytes of response headers
-
-    def cache(self, enabled: bool) -> None:
-        """Turn the browser cache on or off."""
-        self.cdp.send("Network.setCacheDisabled", {"cacheDisabled": not enabled})
+    def _worker_finished(self, request) -> None:
+        # Sized later, in take(): no protocol round trip inside the event handler.
+        if kind_of(request.url) == "tiles":
+            self.tiles.append(request)
 
     def take(self) -> Transfer:
         """Return what finished since the last call, and start afresh."""
         self.page.wait_for_timeout(200)  # let the last events arrive
+        for request in self.tiles:
+            sizes = request.sizes()
+            self.done.append((request.url, sizes["responseBodySize"]
+                              + sizes["responseHeadersSize"]))
+        self.tiles = []
         out = Transfer()
         for url, size in self.done:
             out.add(kind_of(url), size)
@@ -158,45 +156,14 @@ def fmt_transfer(t: Transfer) -> str:
 
 @contextlib.contextmanager
 def local_server(scale: str, keep: str | None) -> Iterator[str]:
-    """Serve a database holding the demo city; yield the base URL."""
-    import uvicorn
-
-    import tests.conftest  # noqa: F401  (registers the tiny demo city as the template filler)
-    from api.app import create_app
-    from geoserver.database.bootstrap import OWNER_ROLE
-    from geoserver.database.cluster import free_port
+    """Serve a database holding the demo city in this process; yield the base URL."""
+    from bench.common import bench_clone
     from tests.conftest import make_settings
-    from tests.support.db import test_cluster
+    from tests.support.live import app_with, serve
 
-    with test_cluster() as pg:
-        name = keep or f"gridgov_bench_web_{os.getpid()}"
-        with contextlib.closing(pg.superuser()) as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            exists = cur.fetchone() is not None
-        if not exists:
-            pg.clone(pg.ensure_template(demo=scale == "tiny"), name)
-            if scale != "tiny":
-                from geoserver.config import SecuritySettings
-                from geoserver.demo.loader import load_demo
-                from geoserver.security.crypto import crypto_from_settings
-
-                print(f"loading the {scale} demo city into {name} …", flush=True)
-                load_demo(pg.url(OWNER_ROLE, name), scale=scale, seed=1,
-                          crypto=crypto_from_settings(SecuritySettings()))
-        app = create_app(make_settings(pg, name, jobs_enabled=False))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(),
-                                               log_level="warning", access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{server.config.port}"
-        finally:
-            server.should_exit = True
-            thread.join(15)
-            if keep is None:
-                pg.drop(name)
+    with bench_clone("web", scale=scale, keep=keep) as (pg, name), \
+            serve(app_with(make_settings(pg, name, jobs_enabled=False))) as base:
+        yield base
 
 
 def run(base: str, user: str, runs: int, zooms: list[float]) -> None:
@@ -207,19 +174,26 @@ def run(base: str, user: str, runs: int, zooms: list[float]) -> None:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport=VIEWPORT, locale="zh-CN",
-                                      timezone_id="Asia/Shanghai")
-        r = context.request.post(base + "/api/v1/auth/login",
-                                 data={"username": user, "password": PASSWORD})
-        assert r.ok, r.text()
-        page = context.new_page()
-        rec = Recorder(page)
+
+        def visitor():
+            """A new browser profile (empty cache) with a session cookie; its page, recorder."""
+            context = browser.new_context(viewport=VIEWPORT, locale="zh-CN",
+                                          timezone_id="Asia/Shanghai")
+            r = context.request.post(base + "/api/v1/auth/login",
+                                     data={"username": user, "password": PASSWORD})
+            assert r.ok, r.text()
+            page = context.new_page()
+            return context, page, Recorder(page)
+
+        # Cold: a first visit each time. (The DevTools cache switch does not reach the web
+        # workers that fetch the tiles: a fresh profile is the only honest empty cache.)
         cold_ms, cold = [], []
-        rec.cache(False)
         for _ in range(runs):
+            context, page, rec = visitor()
             cold_ms.append(first_idle_ms(page, base))
             cold.append(rec.take())
-        rec.cache(True)
+            context.close()
+        context, page, rec = visitor()
         first_idle_ms(page, base)  # fill the cache
         rec.take()
         warm_ms = first_idle_ms(page, base)
@@ -236,8 +210,8 @@ def run(base: str, user: str, runs: int, zooms: list[float]) -> None:
         print(f"page weight, cold    : {fmt_transfer(cold[len(cold) // 2])}")
         print(f"page weight, warm    : {fmt_transfer(warm)}")
         share = cold[0].bytes.get("vendor", 0) / max(1, cold[0].total)
-        print(f"vendored libraries are {share:.0%} of a cold load (MapLibre GL JS, minified and "
-              "sent uncompressed; ECharts loads with the first chart)")
+        print(f"vendored libraries are {share:.0%} of a cold load (MapLibre GL JS and its CSS, "
+              "as sent: gzip when the browser asks; ECharts loads with the first chart)")
         largest = ", ".join(f"{u} {b / 1024:.0f} KiB" for b, u in sorted(cold[0].api)[::-1][:4])
         print(f"largest API answers  : {largest}")
         for z in zooms:

@@ -1,26 +1,47 @@
-"""Events in the commander's map: queues, the detail, acting on an event through its forms,
-a concurrent change, and new events arriving without a reload."""
+"""Events in the commander's map: queues, the detail with its photos, acting on an event
+through its forms, a concurrent change, new events arriving without a reload (from the message
+stream, or by polling while it is down), and the events tile layer coloured by SLA."""
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from sqlalchemy import create_engine, text
 
-from geoserver.database.bootstrap import APP_ROLE
+from geoserver.config import DatabaseSettings, ServerSettings, Settings
+from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
 from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from tests.e2e.browser import login, wait_rendered
+from tests.e2e.browser import idle, login, rendered, wait_rendered
 from tests.e2e.conftest import axe_violations, screenshot
+from tests.support import live
 from tests.support.users import TestUser, make_user
 
 pytestmark = pytest.mark.e2e
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
+OTHER_GRID = "330302006071001"  # a grid of the same township, for an event on its own spot
 COMMANDER = f"t{TOWNSHIP}"
+# SLA colours of the map (web_map/js/labels.js), as MapLibre evaluates them: r, g, b in 0–1.
+GREEN = (0x2E / 255, 0x7D / 255, 0x32 / 255)
+RED = (0xD3 / 255, 0x2F / 255, 0x2F / 255)
 
+
+@pytest.fixture(scope="module")
+def live_server(pg, module_db, tmp_path_factory):
+    """The app with a data directory of its own (photos are stored there)."""
+    settings = Settings(
+        database=DatabaseSettings(database_url=pg.url(OWNER_ROLE, module_db),
+                                  app_database_url=pg.url(APP_ROLE, module_db),
+                                  data_dir=tmp_path_factory.mktemp("e2e-event-photos")),
+        server=ServerSettings(env="test", jobs_enabled=False))
+    with live.serve(live.app_with(settings)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +60,19 @@ class People:
         self.rival = make_user(engine, "e2e_ev_cmd", roles=["township_commander"],
                                scope=[TOWNSHIP], positions=[("command_centre_staff", TOWNSHIP)])
         self.admin = make_user(engine, "e2e_ev_admin", roles=["admin"], scope=["330300"])
-        with scoped_session(engine, SYSTEM_SCOPE) as s:
-            row = s.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p "
-                                 "FROM region WHERE code = :c AND valid_to IS NULL) x"),
-                            {"c": GRID}).one()
-        self.point = [float(row[0]), float(row[1])]
+        self.other = make_user(engine, "e2e_ev_worker2", roles=["grid_worker"],
+                               scope=[OTHER_GRID], positions=[("grid_worker", OTHER_GRID)])
+        self.point = point_in(engine, GRID)
+        self.other_point = point_in(engine, OTHER_GRID)
+
+
+def point_in(engine, grid: str) -> list[float]:
+    """Return a point inside a grid (lon, lat)."""
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        row = s.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p "
+                             "FROM region WHERE code = :c AND valid_to IS NULL) x"),
+                        {"c": grid}).one()
+    return [float(row[0]), float(row[1])]
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +83,32 @@ def people(engine, http) -> People:
     return p
 
 
-def report(http: httpx.Client, people: People, description: str) -> dict[str, Any]:
-    """Report a fire-passage event (消防通道堵塞) as the grid worker, through the API."""
+def report(http: httpx.Client, people: People, description: str, *,
+           other_grid: bool = False) -> dict[str, Any]:
+    """Report a fire-passage event (消防通道堵塞) as a grid worker, through the API."""
+    worker, point = ((people.other, people.other_point) if other_grid
+                     else (people.worker, people.point))
+    body = {"type_code": "0301", "description": description, "crs": "CGCS2000",
+            "location": {"type": "Point", "coordinates": point}}
+    r = http.post("/api/v1/events", json=body, headers=worker.headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def jpeg(colour: str, size: tuple[int, int] = (640, 480)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def report_with_photos(http: httpx.Client, people: People, description: str,
+                       photos: list[bytes]) -> dict[str, Any]:
+    """Report an event with photos (multipart), as the grid worker."""
     body = {"type_code": "0301", "description": description, "crs": "CGCS2000",
             "location": {"type": "Point", "coordinates": people.point}}
-    r = http.post("/api/v1/events", json=body, headers=people.worker.headers)
+    r = http.post("/api/v1/events/with-photos", headers=people.worker.headers,
+                  data={"body": json.dumps(body)},
+                  files=[("photos", (f"p{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)])
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -152,21 +202,135 @@ def test_required_reason_and_a_concurrent_change(page, live_server, http, people
     assert errors == []
 
 
+def toasts_naming(page, code: str) -> list[str]:
+    return page.eval_on_selector_all(
+        "#toasts .toast", "(ts, code) => ts.map(t => t.textContent).filter(t => t.includes(code))",
+        code)
+
+
 def test_new_event_arrives_without_reload(page, live_server, http, people) -> None:
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/api/v1/events?limit=20" in r.url
+            else None)
     login(page, live_server, COMMANDER)
     page.click("#tab-events")
     page.wait_for_selector("#queues button[data-q=to_accept]")
-    page.wait_for_function("() => window.gridgov.events.lastId !== null")
+    # The message stream is up: the events follow it, not a poll.
+    page.wait_for_function("() => window.gridgov.messages.live && window.gridgov.events.live")
+    before = page.evaluate("() => window.gridgov.messages.unread")
     ev = report(http, people, "学校附近消防通道堵塞，需尽快处理")
-    # The poll (every 10 s) finds it: a notification, the queue count and the map follow.
+    # The stream's 新事件待受理 message: one toast, the bell, the queue, the list and the map.
     page.wait_for_function("(code) => document.getElementById('toasts').textContent.includes(code)",
-                           arg=ev["code"], timeout=30_000)
+                           arg=ev["code"], timeout=20_000)
+    assert [t.startswith("新事件待受理") for t in toasts_naming(page, ev["code"])] == [True]
+    page.wait_for_function("(n) => window.gridgov.messages.unread > n", arg=before)
     assert page.is_visible("#bell-count")
     wait_rendered(page, ["events-circle"], "id", ev["id"])
+    page.wait_for_selector(f"#event-list button[data-id='{ev['id']}']")
     assert page.locator(f"#event-list button[data-id='{ev['id']}']").count() == 1
+    # The events tile layer was re-read: the new event is a dot of its own, by its id.
+    page.wait_for_function("""(id) => window.gridgov.map
+        .queryRenderedFeatures({layers: ['events-point']}).some(f => f.id === id)""",
+                           arg=ev["id"], timeout=20_000)
     screenshot(page, "events_new_arrival")
     page.click("#bell")
     assert ev["code"] in page.inner_text("#messages-list")
+    assert polls == []
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_new_event_by_polling_while_the_stream_is_down(page, live_server, http,
+                                                       people) -> None:
+    # The message stream refused (a proxy that cuts event streams): the poll stands in.
+    page.route("**/api/v1/messages/stream", lambda route: route.abort())
+    login(page, live_server, COMMANDER)
+    page.wait_for_function("() => window.gridgov.events.live === false "
+                           "&& window.gridgov.events.lastId !== null")
+    assert page.evaluate("() => window.gridgov.messages.live") is False
+    ev = report(http, people, "菜场后门消防通道堵塞")
+    # The poll (every 10 s) finds it: its own notice, once, and the list and the map follow.
+    page.wait_for_function("(code) => document.getElementById('toasts').textContent.includes(code)",
+                           arg=ev["code"], timeout=30_000)
+    assert [t.startswith("新事件 ") for t in toasts_naming(page, ev["code"])] == [True]
+    wait_rendered(page, ["events-circle"], "id", ev["id"])
+    # The refused stream is logged by the browser as a failed resource: that one is expected.
+    errors = [e for e in page.console_errors  # type: ignore[attr-defined]
+              if "ERR_FAILED" not in e]
+    assert errors == []
+
+
+def test_event_photos_open_full_size(page, live_server, http, people) -> None:
+    ev = report_with_photos(http, people, "楼道堆放电瓶车，现场照片两张",
+                            [jpeg("#8d6e63"), jpeg("#546e7a", (800, 600))])
+    assert len(ev["photos"]) == 2
+    login(page, live_server, COMMANDER)
+    open_from_queue(page, "to_accept", ev)
+    # Thumbnails in the detail (by step) and under the report in the history timeline.
+    page.wait_for_function("""() => [...document.querySelectorAll('#event-detail img')]
+        .every(i => i.complete && i.naturalWidth > 0)""")
+    thumbs = page.eval_on_selector_all(
+        ".photo-stage a[data-photo] img", "is => is.map(i => [i.alt, i.naturalWidth])")
+    assert [alt for alt, _ in thumbs] == ["上报照片 1", "上报照片 2"]
+    assert all(0 < width <= 320 for _, width in thumbs)  # thumbnails, not the photos
+    timeline = page.eval_on_selector_all(".timeline a[data-photo]", "as => as.map(a => a.href)")
+    assert [u.rsplit("/", 1)[-1] for u in timeline] == [str(p["id"]) for p in ev["photos"]]
+    # A click opens the photo itself in the viewer (800×600 as uploaded), with the watermark.
+    page.click(f".timeline a[data-photo='{ev['photos'][1]['id']}']")
+    page.wait_for_function("() => document.getElementById('photo-viewer').open && "
+                           "document.getElementById('photo-full').naturalWidth > 0")
+    assert page.evaluate("() => document.getElementById('photo-full').naturalWidth") == 800
+    assert "上报照片 2/2" in page.inner_text("#photo-caption")
+    assert page.evaluate("() => getComputedStyle(document.getElementById('photo-mark'))"
+                         ".backgroundImage").startswith("url(\"data:image/png")
+    screenshot(page, "event_photo_viewer")
+    assert axe_violations(page) == []
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !document.getElementById('photo-viewer').open")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_events_tile_layer_by_sla_colour(page, live_server, http, people, engine) -> None:
+    fresh = report(http, people, "小区消防通道堵塞 (正常)", other_grid=True)
+    late = report(http, people, "商铺消防通道堵塞 (超时)")
+    with scoped_session(engine, SYSTEM_SCOPE) as s:
+        # The accept clock of one event ran out an hour ago (the tile layer tells by colour).
+        s.execute(text("UPDATE event SET deadline_at = now() - interval '1 hour', "
+                       "amber_at = now() - interval '2 hours' WHERE id = :i"), {"i": late["id"]})
+    login(page, live_server, COMMANDER)
+    assert "在办事件 (按时限着色)" in page.inner_text("#layer-list")
+    legend = page.inner_text("#legend")
+    assert "事件·超时" in legend and "事件聚合" in legend
+    drawn = page.evaluate("""() => Object.fromEntries(window.gridgov.map
+        .queryRenderedFeatures({layers: ['events-point']})
+        .map(f => [f.id, [f.properties.sla, f.layer.paint['circle-color']]]))""")
+    colour = {int(k): (sla, (c["r"], c["g"], c["b"])) for k, (sla, c) in drawn.items()}
+    assert colour[fresh["id"]][0] == "green" and colour[late["id"]][0] == "red"
+    assert colour[fresh["id"]][1] == pytest.approx(GREEN)
+    assert colour[late["id"]][1] == pytest.approx(RED)
+    screenshot(page, "events_tile_layer")
+    # A click on the tile's dot (the list's rings hidden) opens the event.
+    page.uncheck("#layer-event-list")
+    idle(page)
+    point = page.evaluate("""(id) => {
+        const m = window.gridgov.map;
+        const f = m.queryRenderedFeatures({layers: ['events-point']}).find(x => x.id === id);
+        const p = m.project(f.geometry.coordinates);
+        const box = m.getCanvas().getBoundingClientRect();
+        return {x: p.x + box.left, y: p.y + box.top};
+    }""", fresh["id"])
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_selector(f"#event-detail[data-id='{fresh['id']}']")
+    # Zoomed out, events come in clusters (counts, the worst colour); hidden, nothing is drawn.
+    page.evaluate("() => window.gridgov.map.jumpTo({zoom: 12})")
+    idle(page)
+    clusters = page.evaluate("""() => window.gridgov.map
+        .queryRenderedFeatures({layers: ['event-clusters']}).map(f => f.properties)""")
+    assert sum(c["count"] for c in clusters) >= 2 and "red" in {c.get("sla") for c in clusters}
+    assert rendered(page, ["events-point"], "code") == set()
+    page.uncheck("#layer-events")
+    idle(page)
+    assert rendered(page, ["event-clusters", "events-point"], "sla") == set()
+    assert "事件·超时" not in page.inner_text("#legend")
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 

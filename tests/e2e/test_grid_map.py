@@ -99,3 +99,71 @@ def test_accessibility_no_serious_violations(page, live_server) -> None:
     assert axe_violations(page) == []
     _login(page, live_server, f"t{WUMA}")
     assert axe_violations(page) == []
+
+
+def _rendered_grids(page, layer: str) -> dict[str, set[str]]:
+    """Distinct grid codes drawn on ``layer``, by grid type."""
+    pairs = page.evaluate("""(layer) => window.gridgov.map.queryRenderedFeatures({layers: [layer]})
+        .filter(f => f.properties.level === 'grid')
+        .map(f => [f.properties.grid_type || 'general', f.properties.code])""", layer)
+    out: dict[str, set[str]] = {}
+    for kind, code in pairs:
+        out.setdefault(kind, set()).add(code)
+    return out
+
+
+def test_layer_switcher_levels_grid_types_and_legend(page, live_server) -> None:
+    _login(page, live_server, f"t{WUMA}")
+    switcher = page.inner_text("#layer-list")
+    for title in ("区划网格", "在办事件 (按时限着色)", "巡查轨迹 (所选日期)", "事件密度 (H3)"):
+        assert title in switcher, title
+    # Grids by type: the key grids (重点网格) go, the others stay, villages are untouched.
+    before = _rendered_grids(page, "regions-line")
+    assert before.get("key") and before.get("general")
+    villages = _rendered_codes(page, "village")
+    page.uncheck("#layer-list input[data-grid-type=key]")
+    _idle(page)
+    after = _rendered_grids(page, "regions-line")
+    assert "key" not in after and after["general"] == before["general"]
+    assert "key" not in _rendered_grids(page, "regions-fill")
+    assert _rendered_codes(page, "village") == villages
+    # Regions by level: no grid outlines at all, the villages still drawn.
+    page.uncheck("#layer-list input[data-level=grid]")
+    _idle(page)
+    assert _rendered_codes(page, "grid") == set() and _rendered_codes(page, "village") == villages
+    page.check("#layer-list input[data-level=grid]")
+    page.check("#layer-list input[data-grid-type=key]")
+    _idle(page)
+    assert _rendered_grids(page, "regions-line") == before
+    # The legend lists what is shown: patrol tracks only once they are switched on.
+    assert "网格界" in page.inner_text("#legend")
+    assert "巡查轨迹·已结束" not in page.inner_text("#legend")
+    page.check("#layer-patrol_tracks")
+    assert "巡查轨迹·已结束" in page.inner_text("#legend")
+    page.uncheck("#layer-regions")
+    assert "网格界" not in page.inner_text("#legend")
+    screenshot(page, "grid_map_layers")
+    assert axe_violations(page) == []
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_right_click_tells_what_is_here(page, live_server) -> None:
+    _login(page, live_server, f"t{WUMA}")
+    point = page.evaluate("""() => {
+        const m = window.gridgov.map;
+        const f = m.queryRenderedFeatures({layers: ['regions-fill']})
+            .find(x => x.properties.level === 'grid');
+        const ring = f.geometry.type === 'Polygon' ? f.geometry.coordinates[0]
+                                                   : f.geometry.coordinates[0][0];
+        const c = ring.reduce((a, p) => [a[0] + p[0] / ring.length, a[1] + p[1] / ring.length],
+                              [0, 0]);
+        const box = m.getCanvas().getBoundingClientRect();
+        const p = m.project(c);
+        return {x: p.x + box.left, y: p.y + box.top};
+    }""")
+    page.mouse.click(point["x"], point["y"], button="right")
+    page.wait_for_function(
+        "() => document.getElementById('panel-title')?.textContent === '这里是哪里'")
+    panel = page.inner_text("#panel")
+    assert "五马街道" in panel and "›" in panel
+    assert page.console_errors == []  # type: ignore[attr-defined]

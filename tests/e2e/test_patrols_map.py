@@ -17,7 +17,7 @@ from geoserver.geo.crs import from_metric, to_metric
 from geoserver.services import patrols
 from geoserver.services.patrol_sessions import build_pending_sessions
 from tests.e2e.browser import idle, login, rendered, wait_rendered
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import axe_violations, screenshot
 from tests.support.users import make_user
 
 pytestmark = pytest.mark.e2e
@@ -111,6 +111,7 @@ def test_play_back_a_track(page, live_server, session_id) -> None:
     assert page.evaluate("""() => window.gridgov.map
         .queryRenderedFeatures({layers: ['track-done-line', 'track-head']}).length""") >= 2
     screenshot(page, "patrol_playback")
+    assert axe_violations(page) == []
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
@@ -143,4 +144,36 @@ def test_live_positions_and_heat(page, live_server, session_id, http) -> None:
     page.uncheck("#layer-heat_buildings")
     idle(page)
     assert rendered(page, heat, "h3") == set()
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_patrol_tracks_tile_layer_opens_playback(page, live_server, session_id) -> None:
+    login(page, live_server, COMMANDER)
+    assert "巡查轨迹·已结束" not in page.inner_text("#legend")
+    # The day of the record, then the tile layer of that day's tracks from the switcher.
+    page.click("#tab-patrols")
+    day = (datetime.now(GOVERNANCE_TZ) - timedelta(hours=2)).date().isoformat()
+    page.fill("#p-date", day)
+    page.dispatch_event("#p-date", "change")
+    page.click("#tab-layers")
+    page.check("#layer-patrol_tracks")
+    page.wait_for_function("""(id) => window.gridgov.map
+        .queryRenderedFeatures({layers: ['patrol-tracks']}).some(f => f.id === id)""",
+                           arg=session_id, timeout=20_000)
+    assert "巡查轨迹·已结束" in page.inner_text("#legend")
+    screenshot(page, "patrol_tracks_layer")
+    # A click on the track plays it back.
+    point = page.evaluate("""(id) => {
+        const m = window.gridgov.map;
+        const f = m.queryRenderedFeatures({layers: ['patrol-tracks']}).find(x => x.id === id);
+        const line = f.geometry.type === 'LineString' ? f.geometry.coordinates
+                                                      : f.geometry.coordinates[0];
+        const p = m.project(line[Math.floor(line.length / 2)]);
+        const box = m.getCanvas().getBoundingClientRect();
+        return {x: p.x + box.left, y: p.y + box.top};
+    }""", session_id)
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_selector("#playback:not([hidden])")
+    page.wait_for_function("(id) => window.gridgov.playback.session?.id === id", arg=session_id)
+    assert page.is_visible("#pane-patrols")
     assert page.console_errors == []  # type: ignore[attr-defined]

@@ -100,6 +100,7 @@ def test_statistics_charts_choropleth_and_events_heat(page, live_server, events)
     assert ordered[0][1] == 0 and ordered[-1][1] == 4
     assert "每千人事件数" in page.inner_text("#choropleth-legend")
     screenshot(page, "statistics_choropleth")
+    assert axe_violations(page) == []
     # Events heat on H3 cells, toggled from the layer switcher (the choropleth off).
     page.click("#tab-layers")
     page.uncheck("#layer-choropleth")
@@ -179,8 +180,9 @@ def test_cockpit_at_1920x1080(browser, live_server, events, reporter) -> None:
     idle(page)
     assert "五马街道" in page.inner_text("#ck-title")
     assert page.locator("#ck-figures .ck-figure").count() == 8
+    # Open events come from the events tile layer (the feature id is the event id).
     drawn = page.evaluate("""() => [...new Set(window.gridgov.map
-        .queryRenderedFeatures({layers: ['ck-events']}).map(f => f.properties.id))]""")
+        .queryRenderedFeatures({layers: ['ck-events']}).map(f => f.id))]""")
     assert {e["id"] for e in events} <= set(drawn)
     listed = page.eval_on_selector_all("#ck-events li[data-id]",
                                        "ls => ls.map(l => Number(l.dataset.id))")
@@ -197,6 +199,10 @@ def test_cockpit_at_1920x1080(browser, live_server, events, reporter) -> None:
     # It refreshes by itself: a new event shows up in the live list (polled every 10 s).
     fresh = reporter.report(0, "0401")
     page.wait_for_selector(f"#ck-events li[data-id='{fresh['id']}']", timeout=30_000)
+    # … and the map re-reads its event tiles to draw it.
+    page.wait_for_function("""(id) => window.gridgov.map
+        .queryRenderedFeatures({layers: ['ck-events']}).some(f => f.id === id)""",
+                           arg=fresh["id"], timeout=20_000)
     assert f"{COMMANDER}" in page.eval_on_selector("#watermark", "c => c.dataset.text")
     screenshot(page, "cockpit_1920")
     assert axe_violations(page) == []

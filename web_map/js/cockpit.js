@@ -1,5 +1,5 @@
 // The big screen (部门驾驶舱): the user's jurisdiction at a glance — key figures, the map with
-// open events and workers, live events and charts — refreshing by itself.
+// open events (the events tile layer) and workers, live events and charts — refreshing by itself.
 import { api } from "./api.js";
 import { draw, pieOption, rankingOption, trendOption } from "./charts.js";
 import { leaderData, rootCode } from "./figures.js";
@@ -43,10 +43,18 @@ function tick() {
     hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
-/** The tile style in big-screen colours: regions only, light lines on a dark ground. */
+const slaColour = ["match", ["get", "sla"], "red", SLA.red, "amber", SLA.amber, "green", SLA.green,
+  SLA.none];
+
+/**
+ * The tile style in big-screen colours: regions, light lines on a dark ground, and the events
+ * tile layer (open events by SLA colour, clusters when zoomed out) in brighter colours.
+ */
 function darkStyle(style) {
+  const keep = new Set(["regions", "events"]);
+  const events = style.layers.filter((l) => l.source === "events");
   style.layers = style.layers.filter((l) => !l.source || l.source === "regions");
-  style.sources = { regions: style.sources.regions };
+  style.sources = Object.fromEntries(Object.entries(style.sources).filter(([k]) => keep.has(k)));
   for (const l of style.layers) {
     if (l.type === "background") l.paint = { "background-color": "#081d3a" };
     if (l.id === "regions-fill") {
@@ -62,6 +70,19 @@ function darkStyle(style) {
       l.layout["text-size"] = 15;
     }
   }
+  if (!style.sources.events || !events.length) return style;
+  const layer = (id, sourceLayer, type, paint, layout) => ({ id, type, source: "events",
+    "source-layer": sourceLayer, paint, ...(layout ? { layout } : {}) });
+  style.layers.push(
+    layer("ck-event-clusters", "event_clusters", "circle", { "circle-color": slaColour,
+      "circle-opacity": 0.9, "circle-stroke-color": "#06142a", "circle-stroke-width": 2,
+      "circle-radius": ["interpolate", ["linear"], ["get", "count"], 1, 11, 10, 16, 100, 24, 1000, 32] }),
+    layer("ck-event-clusters-count", "event_clusters", "symbol", { "text-color": "#06142a" },
+      { "text-field": ["to-string", ["get", "count"]], "text-size": 15, "text-allow-overlap": true }),
+    layer("ck-events", "events", "circle", { "circle-color": slaColour,
+      "circle-radius": ["match", ["get", "severity"], "urgent", 12, "major", 10, 8],
+      "circle-stroke-color": "#06142a", "circle-stroke-width": 2 }),
+  );
   return style;
 }
 
@@ -77,15 +98,18 @@ async function buildMap() {
   });
   ck.map = map;
   await new Promise((resolve) => map.on("load", resolve));
-  map.addSource("events", { type: "geojson", data: EMPTY });
   map.addSource("live", { type: "geojson", data: EMPTY });
+  // Workers under the events: a ring round a spot, events drawn on top of it.
   map.addLayer({ id: "ck-live", type: "circle", source: "live", filter: ["get", "online"], paint: {
     "circle-radius": 9, "circle-color": "rgba(0,0,0,0)", "circle-stroke-color": "#69f0ae",
-    "circle-stroke-width": 3 } });
-  map.addLayer({ id: "ck-events", type: "circle", source: "events", paint: {
-    "circle-radius": ["match", ["get", "severity"], "urgent", 12, "major", 10, 8],
-    "circle-color": ["match", ["get", "sla"], "red", SLA.red, "amber", SLA.amber, "green", SLA.green, SLA.none],
-    "circle-stroke-color": "#06142a", "circle-stroke-width": 2 } });
+    "circle-stroke-width": 3 } }, map.getLayer("ck-event-clusters") ? "ck-event-clusters" : undefined);
+}
+
+/** Re-read the events tiles (answered 304 where nothing changed): new events, SLA colours. */
+function refreshEventTiles() {
+  if (ck.map?.getSource("events") && typeof ck.map.refreshTiles === "function") {
+    ck.map.refreshTiles("events");
+  }
 }
 
 const fig = (label, value, { note = "", bad = false } = {}) => `<div class="ck-figure">
@@ -96,7 +120,7 @@ async function refreshFigures() {
   const period = { date_from: shanghaiDay(-364), date_to: shanghaiDay(), region_code: ck.code };
   const stats = can("statistics.read");
   const [d, today, types, trend] = await Promise.all([
-    leaderData(ck.code, ck.me),
+    leaderData(ck.code, ck.me, { items: false }),
     can("event.read") ? api("/api/v1/events", { params: { since: `${shanghaiDay()}T00:00:00+08:00`,
       limit: 1 } }).catch(() => null) : null,
     stats ? api("/api/v1/statistics/distribution", { params: { subject: "event", by: "category",
@@ -108,9 +132,8 @@ async function refreshFigures() {
   const rows = d.trend?.rows || [];
   const reported = rows.reduce((s, r) => s + r.n, 0);
   const closed = rows.reduce((s, r) => s + (r.closed || 0), 0);
-  const openItems = (d.open || []).flatMap((p) => p?.items || []);
   const openTotal = (d.open || []).reduce((s, p) => s + (p?.total || 0), 0);
-  const overdue = openItems.filter((e) => slaOf(e) === "red").length;
+  const overdue = d.overdue?.total ?? 0;
   const grids = (d.grids || []).reduce((s, g) => s + (g?.total || 0), 0);
   const p = d.patrol;
   $("ck-figures").innerHTML = [
@@ -132,10 +155,7 @@ async function refreshFigures() {
   }
   if (trend) draw($("ck-trend"), trendOption(trend.rows, { big: true, unit: "month" }), big);
   if (d.ranking) draw($("ck-ranking"), rankingOption(d.ranking.rows, { big: true }), big);
-  ck.map?.getSource("events")?.setData({ type: "FeatureCollection", features: openItems
-    .filter((e) => e.lon != null).map((e) => ({ type: "Feature", id: e.id,
-      geometry: { type: "Point", coordinates: [e.lon, e.lat] },
-      properties: { id: e.id, sla: slaOf(e), severity: e.severity } })) });
+  refreshEventTiles();
   ck.refreshedAt = new Date();
   $("ck-status").textContent = `数据更新于 ${fmtTime(ck.refreshedAt.toISOString(), { date: false,
     seconds: true })}`;
@@ -146,6 +166,10 @@ async function refreshEvents() {
   const page = await api("/api/v1/events", { params: { limit: 12 } }).catch(() => null);
   if (!page) return;
   const first = ck.seen.size === 0;
+  // What the list shows changed (a new event, a state or colour): the map follows.
+  const signature = page.items.map((e) => `${e.id}:${e.state}:${slaOf(e)}`).join(",");
+  if (!first && signature !== ck.signature) refreshEventTiles();
+  ck.signature = signature;
   $("ck-events").innerHTML = page.items.map((e) => {
     const sla = slaOf(e);
     const fresh = !first && !ck.seen.has(e.id);

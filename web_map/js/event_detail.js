@@ -5,8 +5,9 @@ import {
   ACTION_NAMES, EVENT_LEVEL_NAMES, PHASE_NAMES, SEVERITY_NAMES, SLA_COLOURS, SLA_NAMES,
   SOURCE_NAMES, STATE_NAMES, inkOn, slaOf,
 } from "./labels.js";
+import { toast } from "./messages.js";
 import { state } from "./state.js";
-import { $, esc, fmtDuration, fmtTime, showPanel, toast } from "./util.js";
+import { $, esc, fmtDuration, fmtTime, showPanel } from "./util.js";
 
 const detail = { current: null, busy: false };
 state.eventDetail = detail;
@@ -72,14 +73,11 @@ export async function refreshOpenEvent() {
   } catch (e) { /* gone or offline: leave the panel as it is */ }
 }
 
-let selectedId = null;
+/** Ring the open event on the map (whether or not the list holds it). */
 function select(d) {
-  const map = state.map;
-  const source = "event-list"; // events.js SOURCE (not imported: events.js imports this module)
-  if (!map.getSource(source)) return;
-  if (selectedId != null) map.setFeatureState({ source, id: selectedId }, { selected: false });
-  selectedId = d.id;
-  map.setFeatureState({ source, id: d.id }, { selected: true });
+  const features = d.lon == null ? [] : [{ type: "Feature", properties: { id: d.id },
+    geometry: { type: "Point", coordinates: [d.lon, d.lat] } }];
+  state.map.getSource("event-selected")?.setData({ type: "FeatureCollection", features });
 }
 
 function badge(text, colour) {
@@ -88,7 +86,6 @@ function badge(text, colour) {
 
 function render(d) {
   const sla = slaOf(d);
-  const photos = d.photos || d.attachments || [];
   showPanel(`<div id="event-detail" data-id="${esc(d.id)}" data-version="${esc(d.version)}">
     <h2 id="panel-title">${esc(d.title)}</h2>
     <p class="ev-badges">${esc(d.code)}
@@ -112,10 +109,7 @@ function render(d) {
       ${d.closed_at ? `<dt>办结时间</dt><dd>${esc(fmtTime(d.closed_at))}</dd>` : ""}
     </dl>
     <p class="ev-desc">${esc(d.description)}</p>
-    ${photos.length ? `<h3>现场照片</h3><div class="photos">${photos.map((p) => {
-      const url = typeof p === "string" ? p : p.url || p.href;
-      return `<a href="${esc(url)}" target="_blank" rel="noopener"><img src="${esc(url)}"
-        alt="现场照片" loading="lazy"></a>`; }).join("")}</div>` : ""}
+    ${photosHtml(d.photos)}
     ${actionsHtml(d)}
     <div id="action-form"></div>
     ${clocksHtml(d.clocks)}
@@ -123,8 +117,10 @@ function render(d) {
     ${d.pending_extension ? `<h3>待审批延期</h3><p>申请延长 ${esc(Number(d.pending_extension.hours)
       .toFixed(1))} 小时：${esc(d.pending_extension.reason)}</p>` : ""}
     <h3>处理经过</h3>
-    <ol class="timeline">${d.history.slice().reverse().map(historyHtml).join("")}</ol>
+    <ol class="timeline">${d.history.slice().reverse().map((h) => historyHtml(h, d.photos))
+      .join("")}</ol>
   </div>`);
+  bindPhotos($("event-detail"));
   document.querySelectorAll("#event-actions button[data-action]").forEach((b) =>
     b.addEventListener("click", () => openForm(d, b.dataset.action)));
 }
@@ -184,7 +180,53 @@ function routesHtml(d) {
     ${assigned ? `<h3>承办单位</h3><ul class="routes">${assigned}</ul>` : ""}`;
 }
 
-function historyHtml(h) {
+// --- photos: thumbnails that open full size ---------------------------------------------------
+
+/** Thumbnails of ``photos``, each a link to the full-size photo (the viewer opens it in place). */
+function thumbsHtml(photos, { small = false } = {}) {
+  return `<div class="photos${small ? " mini" : ""}">${photos.map((p, i) => {
+    const stage = ACTION_NAMES[p.stage] || p.stage;
+    const taken = p.taken_at ? `，拍摄于 ${fmtTime(p.taken_at)}` : "";
+    const away = p.taken_distance_m != null ? `，距事件 ${Math.round(p.taken_distance_m)} 米` : "";
+    return `<a href="${esc(p.url)}" target="_blank" rel="noopener" class="photo" data-photo="${esc(p.id)}"
+      data-caption="${esc(`${stage}照片 ${i + 1}/${photos.length}${taken}${away}`)}"><img
+      src="${esc(p.thumbnail_url)}" alt="${esc(`${stage}照片 ${i + 1}`)}" loading="lazy"
+      width="${small ? 64 : 96}" height="${small ? 48 : 72}"></a>`;
+  }).join("")}</div>`;
+}
+
+/** The event's photos by the step they document (上报, 处置, 核查 …). */
+function photosHtml(photos) {
+  if (!photos?.length) return "";
+  const stages = [...new Set(photos.map((p) => p.stage))];
+  return `<h3>现场照片 <small>(${photos.length})</small></h3>${stages.map((s) => {
+    const mine = photos.filter((p) => p.stage === s);
+    return `<div class="photo-stage"><span class="muted">${esc(ACTION_NAMES[s] || s)}</span>
+      ${thumbsHtml(mine)}</div>`;
+  }).join("")}`;
+}
+
+function bindPhotos(root) {
+  root.querySelectorAll("a[data-photo]").forEach((a) => a.addEventListener("click", (e) => {
+    e.preventDefault();
+    showPhoto(a.getAttribute("href"), a.dataset.caption, a);
+  }));
+}
+
+/** Show a photo full size in the viewer (a modal dialog); Esc or 关闭 gives focus back. */
+function showPhoto(url, caption, opener) {
+  const dialog = $("photo-viewer");
+  $("photo-full").src = url;
+  $("photo-full").alt = caption;
+  $("photo-caption").textContent = caption;
+  $("photo-original").href = url;
+  $("photo-mark").style.backgroundImage = `url(${$("watermark").toDataURL()})`;
+  dialog.addEventListener("close", () => opener?.focus(), { once: true });
+  dialog.showModal();
+}
+
+function historyHtml(h, photos = []) {
+  const mine = photos.filter((p) => p.history_id === h.id);
   const extra = [];
   if (h.data?.result) extra.push(`结果：${h.data.result}`);
   if (h.data?.hours) extra.push(`${Number(h.data.hours).toFixed(1)} 小时`);
@@ -196,7 +238,8 @@ function historyHtml(h) {
       STATE_NAMES[h.to_state] || h.to_state)}</small>` : ""}
     <div class="who">${esc(h.actor_name || "系统")}${h.unit_code ? ` · ${esc(h.unit_code)}` : ""}</div>
     ${h.note ? `<div>${esc(h.note)}</div>` : ""}
-    ${extra.length ? `<div class="muted">${esc(extra.join("；"))}</div>` : ""}</li>`;
+    ${extra.length ? `<div class="muted">${esc(extra.join("；"))}</div>` : ""}
+    ${mine.length ? thumbsHtml(mine, { small: true }) : ""}</li>`;
 }
 
 // --- action forms ------------------------------------------------------------------------------

@@ -1,60 +1,134 @@
 // Events in the commander map: my queues with counts, filters, the list, events on the map
-// coloured by SLA, and polling so that new events and notifications arrive without a reload.
+// coloured by SLA, and what keeps them current without a reload. The events tile layer draws
+// every open event (clusters when zoomed out); the list's own events are circled on top. The
+// message stream (messages.js) tells of new events, dispatches, reminders …: the list, counts
+// and tiles follow each message, and a slow tick catches what nobody is told of (a handler's
+// result, SLA colours turning). While the stream is down a poll looks for new events itself.
 import { api } from "./api.js";
 import { openEvent, refreshOpenEvent } from "./event_detail.js";
-import { addLegend } from "./layers.js";
 import {
   QUEUE_NAMES, SEVERITY_NAMES, SLA_COLOURS, SLA_NAMES, STATE_NAMES, TODO_QUEUES, FINAL_STATES, inkOn, slaOf,
 } from "./labels.js";
-import { notify, setupBell } from "./notify.js";
+import { notice } from "./messages.js";
 import { state } from "./state.js";
 import { $, esc, fmtDuration, fmtTime } from "./util.js";
 
-const POLL_MS = 10_000;
+const POLL_MS = 10_000; // the stream is down: look for new events
+const FRESH_MS = 60_000; // streams up: SLA colours turn as deadlines pass (no action tells)
+const SETTLE_MS = 300; // messages come in bursts (one per unit of a dispatch): refresh once
 const MAP_LIMIT = 100; // the newest events of the list on the map; the list pages through them
 const PAGE = 50;
 const SOURCE = "event-list";
+const TILES = "events"; // the events tile layer's source, when the server has one
 
 const ev = {
   queue: null, counts: null, items: [], total: 0, shown: PAGE, lastId: null, timer: null,
-  loaded: false,
+  loaded: false, live: null, tiled: false, settle: null, touched: new Set(),
 };
 state.events = ev;
 
+const slaColour = ["match", ["get", "sla"], "red", SLA_COLOURS.red, "amber", SLA_COLOURS.amber,
+  "green", SLA_COLOURS.green, SLA_COLOURS.none];
+
 export function init(map, { addLayerGroup }) {
-  // "events" may be a tile layer's source (when the events tile layer is registered): ours is
-  // the list's GeoJSON, clickable and highlighted; the tiles then draw the rest.
-  const tiled = Boolean(state.style.sources.events);
+  ev.tiled = Boolean(map.getSource(TILES));
   map.addSource(SOURCE, { type: "geojson", data: { type: "FeatureCollection", features: [] },
     promoteId: "id" });
-  const paint = {
-    "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 4, 15,
-      ["match", ["get", "severity"], "urgent", 10, "major", 8, 7]],
-    "circle-color": ["match", ["get", "sla"], "red", SLA_COLOURS.red, "amber", SLA_COLOURS.amber,
-      "green", SLA_COLOURS.green, SLA_COLOURS.none],
-    "circle-stroke-color": ["case", ["boolean", ["feature-state", "selected"], false], "#00b0ff",
-      "#ffffff"],
-    "circle-stroke-width": ["case", ["boolean", ["feature-state", "selected"], false], 4, 1.5],
-  };
+  map.addSource("event-selected", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
+  // By zoom (top level, as MapLibre wants it) and severity; ``more`` pixels for a ring.
+  const radius = (more = 0) => ["interpolate", ["linear"], ["zoom"], 10, 4 + more, 15,
+    ["match", ["get", "severity"], "urgent", 10 + more, "major", 8 + more, 7 + more]];
+  // With tiles the list's events are rings round the tiles' dots; without, the list draws dots.
+  const paint = ev.tiled
+    ? { "circle-radius": radius(5), "circle-color": "rgba(0,0,0,0)",
+      "circle-stroke-color": slaColour, "circle-stroke-width": 3 }
+    : { "circle-radius": radius(), "circle-color": slaColour, "circle-stroke-color": "#ffffff",
+      "circle-stroke-width": 1.5 };
+  if (ev.tiled && map.getLayer("events-point")) {
+    // The tiles' events the size of the list's, clear of key places (which share the colours).
+    map.setPaintProperty("events-point", "circle-radius", radius());
+    map.setPaintProperty("events-point", "circle-stroke-width", 2);
+  }
   // Finished events are history: drawn smaller, on their own layer, hidden until asked for.
   map.addLayer({ id: "events-closed", type: "circle", source: SOURCE, filter: ["get", "final"],
-    paint: { ...paint, "circle-radius": 4, "circle-opacity": 0.7 } });
+    paint: { "circle-radius": 4, "circle-color": SLA_COLOURS.none, "circle-opacity": 0.7,
+      "circle-stroke-color": "#ffffff", "circle-stroke-width": 1 } });
   map.addLayer({ id: "events-circle", type: "circle", source: SOURCE,
     filter: ["!", ["get", "final"]], paint });
-  addLayerGroup({ key: "event-list", title: tiled ? "列表中的事件" : "在办事件 (按时限着色)",
-    layers: ["events-circle"], visible: true });
-  addLayerGroup({ key: "events-closed", title: "已办结事件", layers: ["events-closed"], visible: false });
-  addLegend([[SLA_COLOURS.red, "事件·超时", "dot"], [SLA_COLOURS.amber, "事件·预警", "dot"],
-    [SLA_COLOURS.green, "事件·正常", "dot"], [SLA_COLOURS.none, "事件·无时限/已办结", "dot"]]);
-  state.clickTargets.unshift({ layers: ["events-circle", "events-closed"],
-    handle: (f) => openEvent(Number(f.properties.id)) });
-  map.on("mouseenter", "events-circle", () => { map.getCanvas().style.cursor = "pointer"; });
-  map.on("mouseleave", "events-circle", () => { map.getCanvas().style.cursor = ""; });
+  map.addLayer({ id: "event-selected", type: "circle", source: "event-selected", paint: {
+    "circle-radius": 15, "circle-color": "rgba(0,0,0,0)", "circle-stroke-color": "#00b0ff",
+    "circle-stroke-width": 4 } });
+  addLayerGroup(ev.tiled
+    ? { key: "event-list", title: "当前列表的事件 (圈出)", layers: ["events-circle"], visible: true,
+      legend: [[SLA_COLOURS.none, "当前列表中的事件", "ring"], ["#00b0ff", "正在查看的事件", "ring"]] }
+    : { key: "event-list", title: "在办事件 (按时限着色)", layers: ["events-circle"], visible: true,
+      legend: [[SLA_COLOURS.red, "事件·超时", "dot"], [SLA_COLOURS.amber, "事件·预警", "dot"],
+        [SLA_COLOURS.green, "事件·正常", "dot"], [SLA_COLOURS.none, "事件·无时限", "dot"]] });
+  addLayerGroup({ key: "events-closed", title: "已办结事件 (列表中)", layers: ["events-closed"],
+    visible: false, legend: [[SLA_COLOURS.none, "已办结事件", "dot"]] });
+  const points = ["events-circle", "events-closed", "events-point"];
+  state.clickTargets.unshift(
+    { layers: points, handle: (f) => openEvent(Number(f.properties.id ?? f.id)) },
+    { layers: ["event-clusters"], handle: (f) => map.easeTo({ center: f.geometry.coordinates,
+      zoom: Math.max(map.getZoom() + 2, 14) }) },
+  );
+  for (const id of [...points, "event-clusters"]) {
+    map.on("mouseenter", id, () => { map.getCanvas().style.cursor = "pointer"; });
+    map.on("mouseleave", id, () => { map.getCanvas().style.cursor = ""; });
+  }
   document.addEventListener("gridgov:open-event", (e) => openEvent(Number(e.detail)));
-  document.addEventListener("gridgov:event-changed", () => refresh());
-  setupBell();
+  document.addEventListener("gridgov:event-changed", () => refresh().then(refreshTiles));
+  document.addEventListener("gridgov:message", (e) => {
+    if (e.detail.event_id) changed(e.detail.event_id);
+  });
+  document.addEventListener("gridgov:stream", (e) => follow(e.detail.live));
+  watchChanges();
   setupFilters();
-  refresh().then(startPolling);
+  refresh().then(() => follow(Boolean(state.messages?.live)));
+}
+
+/** A message told of an event: refresh once the burst settles, and the open event if it is. */
+function changed(eventId) {
+  ev.touched.add(eventId);
+  clearTimeout(ev.settle);
+  ev.settle = setTimeout(async () => {
+    const touched = ev.touched;
+    ev.touched = new Set();
+    await refresh();
+    refreshTiles();
+    if (touched.has(state.eventDetail?.current?.id)) refreshOpenEvent();
+  }, SETTLE_MS);
+}
+
+/** Follow every action on the jurisdiction's events as it commits (results, closures …). */
+function watchChanges() {
+  if (!window.EventSource) return; // the periodic freshen still keeps counts current
+  const es = new EventSource("/api/v1/events/stream");
+  es.addEventListener("change", async (m) => {
+    const { id, action } = JSON.parse(m.data);
+    if (!id) return;
+    if (action === "report" && !state.messages?.live && id > (ev.lastId ?? 0)) {
+      // No message stream to announce it: say it here, once (the poll will not repeat it).
+      ev.lastId = id;
+      const e = await api(`/api/v1/events/${id}`).catch(() => null);
+      if (e) notice(`新事件 ${e.code}：${e.title}`, { eventId: id, kind: "new" });
+    }
+    changed(id);
+  });
+  es.addEventListener("resync", () => refresh().then(refreshTiles));
+}
+
+/** Re-read the events tiles in view (answered 304 where nothing changed). */
+function refreshTiles() {
+  if (ev.tiled && typeof state.map.refreshTiles === "function") state.map.refreshTiles(TILES);
+}
+
+/** Keep current by the stream (``live``) or, while it is down, by polling. */
+function follow(live) {
+  if (ev.live === live) return;
+  ev.live = live;
+  clearInterval(ev.timer);
+  ev.timer = setInterval(live ? freshen : poll, live ? FRESH_MS : POLL_MS);
 }
 
 export function show() {
@@ -100,9 +174,9 @@ export async function refresh() {
     ev.items = page.items;
     ev.total = page.total;
     ev.loaded = true;
-    if (ev.lastId === null && !Object.values(filters()).some(Boolean)) {
-      // The unfiltered list is newest first: what is newer than this arrives by polling.
-      ev.lastId = Math.max(0, ...page.items.map((i) => i.id));
+    if (!Object.values(filters()).some(Boolean)) {
+      // The unfiltered list holds the newest events: what is newer is news (see poll()).
+      ev.lastId = Math.max(ev.lastId ?? 0, ...page.items.map((i) => i.id));
     }
     renderQueues();
     renderList();
@@ -183,14 +257,18 @@ function renderMap() {
   state.map.getSource(SOURCE)?.setData({ type: "FeatureCollection", features });
 }
 
-// --- polling: new events and queue changes become notifications ------------------------------
+// --- keeping current -------------------------------------------------------------------------
 
-function startPolling() {
-  clearInterval(ev.timer);
-  ev.timer = setInterval(poll, POLL_MS);
-  if (ev.lastId === null) poll();
+/** Stream up: counts changed by what no message tells (results, closures), and SLA colours. */
+async function freshen() {
+  if (document.hidden) return;
+  const counts = await api("/api/v1/events/queues").catch(() => null);
+  if (counts && JSON.stringify(counts) !== JSON.stringify(ev.counts)) await refresh();
+  refreshTiles();
+  refreshOpenEvent();
 }
 
+/** Stream down: new events and grown queues become notices, as the stream would have told. */
 async function poll() {
   if (document.hidden) return;
   let latest;
@@ -204,21 +282,23 @@ async function poll() {
   const maxId = Math.max(0, ...latest.items.map((i) => i.id));
   if (ev.lastId !== null) {
     for (const item of latest.items.filter((i) => i.id > ev.lastId).reverse()) {
-      notify(`新事件 ${item.code}：${item.title}`, { eventId: item.id, kind: "new" });
+      notice(`新事件 ${item.code}：${item.title}`, { eventId: item.id, kind: "new" });
     }
   }
   const before = ev.counts;
-  let changed = ev.lastId !== null && maxId > ev.lastId;
+  let moved = ev.lastId !== null && maxId > ev.lastId;
   if (before) {
     for (const q of TODO_QUEUES) {
       const grown = (counts[q] || 0) - (before[q] || 0);
-      if (grown > 0) notify(`${QUEUE_NAMES[q]}新增 ${grown} 件`, { kind: "queue" });
-      if (grown !== 0) changed = true;
+      if (grown > 0) notice(`${QUEUE_NAMES[q]}新增 ${grown} 件`, { kind: "queue" });
+      if (grown !== 0) moved = true;
     }
   }
   ev.lastId = Math.max(ev.lastId ?? 0, maxId);
-  if (changed) await refresh();
-  else {
+  if (moved) {
+    await refresh();
+    refreshTiles();
+  } else {
     ev.counts = counts;
     renderQueues();
   }

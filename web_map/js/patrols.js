@@ -2,7 +2,7 @@
 // records of a day, track playback (slider, play/pause, speed, metrics) and the day's
 // coverage heat.
 import { api } from "./api.js";
-import { addLegend } from "./layers.js";
+import { dayChanged } from "./layers.js";
 import { state } from "./state.js";
 import { $, bboxOf, esc, fmtDuration, fmtKm, fmtPct, fmtTime, shanghaiDay } from "./util.js";
 
@@ -38,14 +38,22 @@ export function init(map, { addLayerGroup }) {
     "circle-color": ["case", ["get", "online"], "#00c853", "#ffffff"],
     "circle-stroke-color": ["case", ["get", "online"], "#1b5e20", "#757575"],
     "circle-stroke-width": 3 } });
-  addLayerGroup({ key: "live", title: "网格员实时位置", layers: ["live-workers"], visible: true });
-  addLayerGroup({ key: "tracks", title: "巡查轨迹", layers: ["track-line", "track-done-line", "track-head"],
-    visible: true });
-  pb.setCoverage = addLayerGroup({ key: "coverage", title: "巡查覆盖热力", layers: ["coverage-heat"],
-    visible: false, onToggle: (on) => { $("coverage-heat").checked = on; if (on) loadCoverage(); } });
-  addLegend([["#00c853", "网格员·在线", "dot"], ["#9e9e9e", "网格员·离线", "dot"],
-    ["#1a237e", "巡查轨迹"]]);
+  addLayerGroup({ key: "live", title: "网格员实时位置", layers: ["live-workers"], visible: true,
+    legend: [["#1b5e20", "网格员·在线", "ring"], ["#757575", "网格员·离线", "ring"]] });
+  addLayerGroup({ key: "tracks", title: "轨迹回放", layers: ["track-line", "track-done-line", "track-head"],
+    visible: true, legend: [["#5c6bc0", "回放轨迹·全程", "line"], ["#1a237e", "回放轨迹·已走过", "line"],
+      ["#ff3d00", "回放位置", "dot"]] });
+  pb.setCoverage = addLayerGroup({ key: "coverage", title: "巡查覆盖热力 (所选日期)",
+    layers: ["coverage-heat"], visible: false, heat: true,
+    legend: [["linear-gradient(90deg, royalblue, cyan, lime, yellow, red)",
+      "巡查覆盖 少→多", "ramp"]],
+    onToggle: (on) => { $("coverage-heat").checked = on; if (on) loadCoverage(); } });
   state.clickTargets.push({ layers: ["live-workers"], handle: (f) => showWorker(f.properties) });
+  // A patrol track of the tile layer opens its playback (the feature id is the session id).
+  state.clickTargets.push({ layers: ["patrol-tracks"], handle: (f) => {
+    state.openTab?.("pane-patrols");
+    openSession(Number(f.id));
+  } });
   setupControls();
   if (can("patrol.playback")) {
     if (window.EventSource) openLiveStream();
@@ -176,6 +184,7 @@ async function loadSessions({ fallback = true } = {}) {
       if (latest.items.length) {
         $("p-date").value = new Date(latest.items[0].started_at)
           .toLocaleDateString("sv-SE", { timeZone: "Asia/Shanghai" });
+        dayChanged();
         return loadSessions({ fallback: false });
       }
     }

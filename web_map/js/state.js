@@ -7,6 +7,5 @@ export const state = {
   layers: [],
   selected: null,
   layerGroups: [],
-  notifications: [],
 };
 window.gridgov = state;

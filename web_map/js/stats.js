@@ -6,7 +6,6 @@ import {
   RAMP, breaks, classOf, draw, pieOption, rankingOption, trendOption,
 } from "./charts.js";
 import { LEVEL_NAMES } from "./labels.js";
-import { addLegend } from "./layers.js";
 import { state } from "./state.js";
 import { $, esc, fmtNum, fmtPct, shanghaiDay } from "./util.js";
 
@@ -56,14 +55,16 @@ export function init(map, { addLayerGroup }) {
     $("stats-note").textContent = "无研判分析查看权限";
     return;
   }
-  st.setHeat = addLayerGroup({ key: "events-hot", title: "事件热力 (H3)", layers: ["events-hot"],
-    visible: false, onToggle: (on) => on && loadHeat() });
+  st.setHeat = addLayerGroup({ key: "events-hot", title: "事件热点 (H3，统计区间)", layers: ["events-hot"],
+    visible: false, heat: true, onToggle: (on) => on && loadHeat(),
+    legend: [[`linear-gradient(90deg, ${["#fdd0a2", "#fd8d3c", "#d94801", "#7f2704"].join(", ")})`,
+      "事件热点 少→多 (红框热点，蓝框冷点)", "ramp"]] });
   st.setChoropleth = addLayerGroup({ key: "choropleth", title: "分区专题图", layers: ["choropleth-fill"],
-    visible: false, onToggle: (on) => {
+    visible: false, legend: [[`linear-gradient(90deg, ${RAMP.join(", ")})`, "分区专题图 低→高", "ramp"]],
+    onToggle: (on) => {
       $("s-choropleth").checked = on;
       if (on) loadTable().then(paintChoropleth);
     } });
-  addLegend([["#fd8d3c", "事件热力 (H3 单元)"], ["#d94801", "分区专题图 (高值)"]]);
   $("s-period").addEventListener("change", () => { st.heatFor = null; refresh(); });
   $("s-measure").addEventListener("change", () => { renderTable(); paintChoropleth(); });
   $("s-choropleth").addEventListener("change", (e) => st.setChoropleth(e.target.checked));

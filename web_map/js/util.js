@@ -1,4 +1,4 @@
-// Small helpers shared by every page: DOM lookup, escaping, formatting, the side panel, toasts.
+// Small helpers shared by every page: DOM lookup, escaping, formatting, the side panel, tabs.
 
 export const $ = (id) => document.getElementById(id);
 
@@ -64,21 +64,6 @@ export function showPanel(html) {
   $("panel-body").innerHTML = html;
   $("panel").hidden = false;
   $("panel").scrollTop = 0;
-}
-
-/** A notification that fades by itself; also kept for the messages list. */
-export function toast(text, { kind = "info", onClick = null } = {}) {
-  const box = $("toasts");
-  if (!box) return;
-  const el = document.createElement(onClick ? "button" : "div");
-  el.className = `toast toast-${kind}`;
-  el.textContent = text;
-  if (onClick) {
-    el.type = "button";
-    el.addEventListener("click", () => { onClick(); el.remove(); });
-  }
-  box.appendChild(el);
-  setTimeout(() => el.remove(), 8000);
 }
 
 /** Wire a tablist: buttons with aria-controls; ``onShow(id)`` when a tab opens. */

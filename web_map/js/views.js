@@ -7,7 +7,7 @@ import {
   TODO_QUEUES,
 } from "./labels.js";
 import { OPEN_STATES, leaderData, rootCode } from "./figures.js";
-import { bindMessages, messagesHtml } from "./notify.js";
+import { showIn } from "./messages.js";
 import { state } from "./state.js";
 import { $, esc, fmtDuration, fmtKm, fmtNum, fmtPct, fmtTime } from "./util.js";
 
@@ -36,7 +36,7 @@ async function loadLeader() {
   const reported = rows.reduce((s, r) => s + r.n, 0);
   const closed = rows.reduce((s, r) => s + (r.closed || 0), 0);
   const openTotal = (d.open || []).reduce((s, p) => s + (p?.total || 0), 0);
-  const overdue = (d.open || []).flatMap((p) => p?.items || []).filter((e) => e.sla_status === "red").length;
+  const overdue = d.overdue?.total ?? 0;
   $("leader-figures").innerHTML = [
     ...Object.entries(COUNT_NAMES).filter(([k]) => counts[k] != null)
       .map(([k, name]) => figure(name, fmtNum(counts[k]))),
@@ -105,12 +105,12 @@ export async function showWork() {
   const nudges = todos.filter((e) => e.supervised || e.reminders).map((e) =>
     `<li><button type="button" class="linkish" data-id="${esc(e.id)}">${esc(e.code)} ${e.supervised ? "已被督办"
       : `被催办 ${e.reminders} 次`}：${esc(e.title)}</button></li>`).join("");
-  $("work-messages").innerHTML = nudges + messagesHtml(20);
-  bindMessages($("work-messages"));
-  $("work-messages").querySelectorAll("button[data-id]").forEach((b) => b.addEventListener("click", () => {
+  $("work-nudges").innerHTML = nudges;
+  $("work-nudges").querySelectorAll("button[data-id]").forEach((b) => b.addEventListener("click", () => {
     window.location.hash = "#/map";
     document.dispatchEvent(new CustomEvent("gridgov:open-event", { detail: Number(b.dataset.id) }));
   }));
+  showIn($("work-messages"), { limit: 20 });
 }
 
 /** The broadcasts (通知公告) of the user's jurisdiction; unread first in bold, a click marks read. */
@@ -132,6 +132,13 @@ async function showAnnouncements() {
   }), { once: false });
 }
 
-document.addEventListener("gridgov:notified", () => {
-  if (!$("view-work").hidden) showWork();
+// A message changes the to-dos (a dispatch, a return …) or brings a notice: show them.
+let workTimer = null;
+document.addEventListener("gridgov:message", () => {
+  clearTimeout(workTimer);
+  workTimer = setTimeout(() => { if (!$("view-work").hidden) showWork(); }, 500);
+});
+// An event opened from a view (a message, a toast) shows on the map.
+document.addEventListener("gridgov:open-event", () => {
+  if (!$("view-work").hidden || !$("view-leader").hidden) window.location.hash = "#/map";
 });
