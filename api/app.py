@@ -24,6 +24,7 @@ import geoserver.jobs.partners  # noqa: F401  (registers the partner jobs)
 import geoserver.jobs.patrols as patrol_jobs  # (registers the patrol jobs)
 import geoserver.jobs.statistics  # noqa: F401  (registers the statistics jobs)
 from api import errors
+from api.admission import AdmissionGate
 from api.live import start_hub
 from api.routes import (
     addresses,
@@ -165,6 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # (already encoded tiles and event streams pass through); outside it, cached tiles are
     # answered before routing and dependencies; outermost, every request gets its id and log.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # Inside the tile cache (hits need no connection): as many at work as the pool holds.
+    app.add_middleware(AdmissionGate, limit=2 * db.pool_size)
     app.add_middleware(TileCacheMiddleware)
     app.add_middleware(RequestContext, max_body=settings.server.max_upload_bytes)
     # Tiles first: map clients send most of the requests, and routes are matched in order.

@@ -173,11 +173,12 @@ def module_db(pg: TestCluster, demo_template_db: str,
 
 
 def make_settings(pg: TestCluster, database: str, **server: object) -> Settings:
-    """Settings pointing at a test database."""
+    """Settings pointing at a test database; uploaded files go under the cluster's directory."""
     return Settings(
         database=DatabaseSettings(
             database_url=pg.url(OWNER_ROLE, database),
             app_database_url=pg.url(APP_ROLE, database),
+            data_dir=pg.cluster.data_dir / "files" / database,
         ),
         server=ServerSettings(env="test", **server),  # type: ignore[arg-type]
     )
