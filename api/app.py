@@ -18,7 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import geoserver.jobs.events  # noqa: F401  (registers the event jobs)
+import geoserver.jobs.events as event_jobs  # (registers the event jobs)
 import geoserver.jobs.notifications  # noqa: F401  (registers the message jobs)
 import geoserver.jobs.partners  # noqa: F401  (registers the partner jobs)
 import geoserver.jobs.patrols as patrol_jobs  # (registers the patrol jobs)
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = settings.database
     patrol_jobs.configure(settings.patrol)
+    event_jobs.configure(settings.events)
     if not db.app_database_url:
         raise RuntimeError(
             "GRIDGOV_APP_DATABASE_URL is not set: start gridgov with `gridgov serve`"

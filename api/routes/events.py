@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
@@ -44,14 +43,9 @@ Reader = Annotated[Principal, Depends(require("event.read"))]
 Reporter = Annotated[Principal, Depends(require("event.report"))]
 
 
-@lru_cache(maxsize=1)
-def _env_event_settings() -> EventSettings:
-    return EventSettings()
-
-
 def event_settings(settings: SettingsDep) -> EventSettings:
-    """Return the event-center settings (``Settings.events`` when present, else from env)."""
-    return getattr(settings, "events", None) or _env_event_settings()
+    """Return the app's event-center settings."""
+    return settings.events
 
 
 EventSettingsDep = Annotated[EventSettings, Depends(event_settings)]

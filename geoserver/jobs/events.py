@@ -9,16 +9,22 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from geoserver.config import EventSettings
 from geoserver.jobs.registry import registry
 from geoserver.services.event_sla import sweep_overdue
-from geoserver.services.events import EventSettings
 from geoserver.services.holidays import seed_holidays
 
 _settings: EventSettings | None = None
 
 
+def configure(settings: EventSettings) -> None:
+    """Use these settings for the event jobs (the app passes its own at start-up)."""
+    global _settings
+    _settings = settings
+
+
 def settings() -> EventSettings:
-    """Return the event settings, read once from the environment."""
+    """Return the event settings: those configured, else read once from the environment."""
     global _settings
     if _settings is None:
         _settings = EventSettings()

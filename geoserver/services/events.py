@@ -15,12 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from geoserver.domain.clock import OfficeHours
+from geoserver.config import EventSettings
 from geoserver.domain.documents import DocumentInvalid, mask_phone, normalize_phone
 from geoserver.domain.events import (
     ACTION_PERMISSION,
@@ -54,32 +53,6 @@ from geoserver.services.photos import PhotoPublic, PhotoStore, PhotoUpload
 
 A, S = EventAction, EventState
 PHONE_CONTEXT = "event.reporter_phone"
-
-
-class EventSettings(BaseSettings):
-    """Event-center settings (prefix ``GRIDGOV_EVENT_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="GRIDGOV_EVENT_", extra="ignore")
-
-    #: Office hours for working-time clocks, Shanghai time.
-    office_hours: str = "08:30-12:00,13:30-17:30"
-    #: Share of a time limit after which a clock turns amber (预警).
-    amber_share: float = Field(default=0.8, gt=0, lt=1)
-    #: A point this close to a grid (in a gap, on water, just outside) goes to that grid.
-    snap_tolerance_m: float = Field(default=300.0, ge=0, le=5000)
-    #: On-site verification (核查) needs the verifier within this distance of the event.
-    verify_distance_m: float = Field(default=200.0, gt=0, le=5000)
-    #: Anonymous public reports (群众上报) per hour from one IP address (NAT: keep it generous)
-    #: and for one phone number.
-    public_reports_per_ip_per_hour: int = Field(default=20, ge=1, le=10_000)
-    public_reports_per_phone_per_hour: int = Field(default=5, ge=1, le=1000)
-    #: An export (导出) refuses more rows than this: narrow the filters.
-    max_export_rows: int = Field(default=100_000, ge=1, le=5_000_000)
-
-    @property
-    def office(self) -> OfficeHours:
-        """Return the parsed office hours."""
-        return OfficeHours.parse(self.office_hours)
 
 
 DEFAULT_SETTINGS = EventSettings()
