@@ -16,6 +16,7 @@ from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
 from geoserver.database.engine import SYSTEM_SCOPE, set_scope, sqlalchemy_url
 from tests.support.db import TEMPLATE_FILLERS, TEMPLATE_SALT, TestCluster, test_cluster
 from tests.support.live import app_with, serve
+from tests.support.users import TestUser, make_user
 
 # Statistics and "days" are Shanghai's whatever the machine says; CI runs in UTC, and so do we.
 os.environ.setdefault("TZ", "UTC")
@@ -172,6 +173,14 @@ def module_db(pg: TestCluster, demo_template_db: str,
     pg.drop(name)
 
 
+@pytest.fixture(scope="module")
+def module_engine(pg: TestCluster, module_db: str) -> Iterator[Engine]:
+    """An app-role engine (NOBYPASSRLS) on this module's database, for set-up and checks."""
+    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
+    yield e
+    e.dispose()
+
+
 def make_settings(pg: TestCluster, database: str, **server: object) -> Settings:
     """Settings pointing at a test database; uploaded files go under the cluster's directory."""
     return Settings(
@@ -203,3 +212,16 @@ def http(live_server: str) -> Iterator[httpx.Client]:
     """An HTTP client for the live server."""
     with httpx.Client(base_url=live_server, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def city_admin(module_engine: Engine) -> TestUser:
+    """An administrator of the whole city (温州市 330300) in this module's database."""
+    return make_user(module_engine, "city_admin", roles=["admin"], scope=["330300"])
+
+
+@pytest.fixture(scope="module")
+def catalogue(city_admin: TestUser, http: httpx.Client) -> None:
+    """Load the default event-type catalogue over HTTP, as the city administrator does."""
+    r = http.post("/api/v1/event-types/initialize", headers=city_admin.headers)
+    assert r.status_code == 200, r.text

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
 from geoserver.geo.crs import wgs84_to_gcj02
 from tests.support.users import make_user
 
@@ -19,25 +16,18 @@ ADDRESS = "鹿城区五马街道解放街123号3幢2单元"
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
+def commander(module_engine):
+    return make_user(module_engine, "addr_cmd", roles=["township_commander"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def commander(engine):
-    return make_user(engine, "addr_cmd", roles=["township_commander"], scope=[WUMA])
+def neighbour(module_engine):
+    return make_user(module_engine, "addr_nanhui", roles=["township_commander"], scope=[NANHUI])
 
 
 @pytest.fixture(scope="module")
-def neighbour(engine):
-    return make_user(engine, "addr_nanhui", roles=["township_commander"], scope=[NANHUI])
-
-
-@pytest.fixture(scope="module")
-def auditor(engine):
-    return make_user(engine, "addr_auditor", roles=["audit_admin"], scope=["330300"])
+def auditor(module_engine):
+    return make_user(module_engine, "addr_auditor", roles=["audit_admin"], scope=["330300"])
 
 
 def field_of(r) -> str | None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 
-from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
+from geoserver.database.bootstrap import OWNER_ROLE
 from geoserver.database.engine import sqlalchemy_url
 from tests.support.users import TestUser, make_user
 
@@ -18,13 +16,6 @@ OTHER_COUNTY = "330303"  # 龙湾区, added by the fixture below
 WUMA = "330302006"       # 五马街道
 BINJIANG = "330302024"   # 滨江街道
 PHONE = "13812345678"
-
-
-@pytest.fixture(scope="module")
-def engine(pg, module_db) -> Iterator[Engine]:
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -44,29 +35,29 @@ def other_county(pg, module_db) -> str:
 
 
 @pytest.fixture(scope="module")
-def sysadm(engine) -> TestUser:
-    return make_user(engine, "sysadm", roles=["admin"], scope=[CITY])
+def sysadm(module_engine) -> TestUser:
+    return make_user(module_engine, "sysadm", roles=["admin"], scope=[CITY])
 
 
 @pytest.fixture(scope="module")
-def county_admin(engine) -> TestUser:
-    return make_user(engine, "lucheng_admin", roles=["admin"], scope=[COUNTY])
+def county_admin(module_engine) -> TestUser:
+    return make_user(module_engine, "lucheng_admin", roles=["admin"], scope=[COUNTY])
 
 
 @pytest.fixture(scope="module")
-def secadm(engine) -> TestUser:
-    return make_user(engine, "secadm", roles=["security_admin"], scope=[CITY])
+def secadm(module_engine) -> TestUser:
+    return make_user(module_engine, "secadm", roles=["security_admin"], scope=[CITY])
 
 
 @pytest.fixture(scope="module")
-def auditor(engine) -> TestUser:
-    return make_user(engine, "auditadm", roles=["audit_admin"], scope=[CITY])
+def auditor(module_engine) -> TestUser:
+    return make_user(module_engine, "auditadm", roles=["audit_admin"], scope=[CITY])
 
 
 @pytest.fixture(scope="module")
-def outsider(engine, other_county) -> TestUser:
+def outsider(module_engine, other_county) -> TestUser:
     """An account homed in the other county."""
-    return make_user(engine, "longwan_worker", roles=["viewer"], scope=[other_county])
+    return make_user(module_engine, "longwan_worker", roles=["viewer"], scope=[other_county])
 
 
 def audited(http: httpx.Client, auditor: TestUser, action: str, object_id: object) -> dict:
@@ -157,8 +148,8 @@ def test_list_pages_by_keyset_and_filters(http, sysadm) -> None:
                     params={"q": "%"}).json()["items"] == []
 
 
-def test_disable_ends_sessions_and_tokens_at_once(http, engine, sysadm, auditor) -> None:
-    victim = make_user(engine, "to_disable", roles=["viewer"], scope=[WUMA])
+def test_disable_ends_sessions_and_tokens_at_once(http, module_engine, sysadm, auditor) -> None:
+    victim = make_user(module_engine, "to_disable", roles=["viewer"], scope=[WUMA])
     assert http.get("/api/v1/auth/me", headers=victim.headers).status_code == 200
     r = http.post(f"/api/v1/admin/users/{victim.id}/disable", headers=sysadm.headers)
     assert r.status_code == 200 and r.json()["is_active"] is False
@@ -170,8 +161,8 @@ def test_disable_ends_sessions_and_tokens_at_once(http, engine, sysadm, auditor)
     assert login.status_code == 401
 
 
-def test_password_reset_returns_a_one_time_password(http, engine, sysadm, auditor) -> None:
-    user = make_user(engine, "forgetful", roles=["viewer"], scope=[WUMA])
+def test_password_reset_returns_a_one_time_password(http, module_engine, sysadm, auditor) -> None:
+    user = make_user(module_engine, "forgetful", roles=["viewer"], scope=[WUMA])
     r = http.post(f"/api/v1/admin/users/{user.id}/password-reset", headers=sysadm.headers)
     assert r.status_code == 200
     temporary = r.json()["one_time_password"]
@@ -183,8 +174,8 @@ def test_password_reset_returns_a_one_time_password(http, engine, sysadm, audito
     assert row["after"]["must_change_password"] is True and temporary not in str(row)
 
 
-def test_admin_revokes_all_sessions(http, engine, sysadm, auditor) -> None:
-    user = make_user(engine, "revoked_one", roles=["viewer"], scope=[WUMA])
+def test_admin_revokes_all_sessions(http, module_engine, sysadm, auditor) -> None:
+    user = make_user(module_engine, "revoked_one", roles=["viewer"], scope=[WUMA])
     r = http.post(f"/api/v1/admin/users/{user.id}/sessions/revoke-all", headers=sysadm.headers)
     assert r.status_code == 204
     assert http.get("/api/v1/auth/me", headers=user.headers).status_code == 401
@@ -253,9 +244,9 @@ def test_county_admin_grants_only_inside_their_county(http, county_admin, other_
     assert ok.status_code == 200 and ok.json()["scope"] == [WUMA, BINJIANG]
 
 
-def test_county_admin_cannot_take_away_a_wider_grant(http, engine, county_admin,
+def test_county_admin_cannot_take_away_a_wider_grant(http, module_engine, county_admin,
                                                     other_county) -> None:
-    wide = make_user(engine, "two_counties", roles=["viewer"], scope=[WUMA, other_county],
+    wide = make_user(module_engine, "two_counties", roles=["viewer"], scope=[WUMA, other_county],
                      home=WUMA)
     r = http.put(f"/api/v1/admin/users/{wide.id}/scope", headers=county_admin.headers,
                  json={"scope": [WUMA]})
@@ -266,8 +257,8 @@ def test_county_admin_cannot_take_away_a_wider_grant(http, engine, county_admin,
 
 
 @pytest.fixture(scope="module")
-def target(engine) -> TestUser:
-    return make_user(engine, "plain_user", roles=["viewer"], scope=[WUMA])
+def target(module_engine) -> TestUser:
+    return make_user(module_engine, "plain_user", roles=["viewer"], scope=[WUMA])
 
 
 def _matrix(sysadm, secadm, auditor, target):
@@ -350,7 +341,7 @@ def test_duty_permissions_stay_in_their_duty(http, secadm) -> None:
 # --- roles -----------------------------------------------------------------------------------
 
 
-def test_roles_are_data_and_changes_are_audited(http, engine, secadm, auditor) -> None:
+def test_roles_are_data_and_changes_are_audited(http, module_engine, secadm, auditor) -> None:
     r = http.post("/api/v1/admin/roles", headers=secadm.headers, json={
         "name": "patrol_viewer", "title": "巡查查看", "permissions": ["region.read"]})
     assert r.status_code == 201 and r.json()["permissions"] == ["region.read"]
@@ -358,7 +349,7 @@ def test_roles_are_data_and_changes_are_audited(http, engine, secadm, auditor) -
         "name": "patrol_viewer", "title": "dup"}).status_code == 409
     assert http.post("/api/v1/admin/roles", headers=secadm.headers, json={
         "name": "ghost", "title": "x", "permissions": ["no.such"]}).status_code == 422
-    holder = make_user(engine, "patroller", roles=["patrol_viewer"], scope=[WUMA])
+    holder = make_user(module_engine, "patroller", roles=["patrol_viewer"], scope=[WUMA])
     r = http.patch("/api/v1/admin/roles/patrol_viewer", headers=secadm.headers,
                    json={"permissions": ["region.read", "building.read"]})
     assert r.status_code == 200
@@ -373,15 +364,16 @@ def test_roles_are_data_and_changes_are_audited(http, engine, secadm, auditor) -
         x["name"] for x in listed}
 
 
-def test_role_definitions_need_a_city_wide_security_admin(http, engine) -> None:
-    county_sec = make_user(engine, "lucheng_sec", roles=["security_admin"], scope=[COUNTY])
+def test_role_definitions_need_a_city_wide_security_admin(http, module_engine) -> None:
+    county_sec = make_user(module_engine, "lucheng_sec", roles=["security_admin"], scope=[COUNTY])
     r = http.patch("/api/v1/admin/roles/viewer", headers=county_sec.headers,
                    json={"permissions": ["region.read", "person.read"]})
     assert r.status_code == 403
 
 
-def test_roles_and_scope_changes_are_permission_actions(http, engine, secadm, auditor) -> None:
-    user = make_user(engine, "regranted", roles=["viewer"], scope=[WUMA])
+def test_roles_and_scope_changes_are_permission_actions(http, module_engine, secadm,
+                                                        auditor) -> None:
+    user = make_user(module_engine, "regranted", roles=["viewer"], scope=[WUMA])
     assert http.put(f"/api/v1/admin/users/{user.id}/roles", headers=secadm.headers,
                     json={"roles": ["grid_leader"]}).status_code == 200
     assert http.put(f"/api/v1/admin/users/{user.id}/scope", headers=secadm.headers,
@@ -404,12 +396,12 @@ def _a_grid(http: httpx.Client, user: TestUser, township: str) -> str:
     return r.json()["items"][0]["code"]
 
 
-def test_department_account_bound_to_a_grid(http, engine, sysadm, auditor) -> None:
+def test_department_account_bound_to_a_grid(http, module_engine, sysadm, auditor) -> None:
     units = http.get("/api/v1/admin/org-units", headers=sysadm.headers,
                      params={"kind": "department"}).json()["items"]
     dept = next(u for u in units if u["code"] == f"scj{COUNTY}")
     grid = _a_grid(http, sysadm, WUMA)
-    clerk = make_user(engine, "scj_clerk", roles=["department_staff"], scope=[COUNTY])
+    clerk = make_user(module_engine, "scj_clerk", roles=["department_staff"], scope=[COUNTY])
     r = http.post("/api/v1/admin/staff", headers=sysadm.headers, json={
         "user_id": clerk.id, "position": "department_staff", "region_code": grid,
         "org_unit_id": dept["id"]})
@@ -434,8 +426,8 @@ def test_department_account_bound_to_a_grid(http, engine, sysadm, auditor) -> No
     assert [s["id"] for s in history] == [sid]
 
 
-def test_staff_assignment_rules(http, engine, sysadm) -> None:
-    clerk = make_user(engine, "zz_clerk", roles=["department_staff"], scope=[COUNTY])
+def test_staff_assignment_rules(http, module_engine, sysadm) -> None:
+    clerk = make_user(module_engine, "zz_clerk", roles=["department_staff"], scope=[COUNTY])
     platform = next(u for u in http.get("/api/v1/admin/org-units", headers=sysadm.headers,
                                         params={"region_code": WUMA}).json()["items"]
                     if u["code"] == f"zz{WUMA}")

@@ -6,23 +6,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-from geoserver.database.engine import sqlalchemy_url
 from tests.support.users import make_user
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-@pytest.fixture(scope="module")
-def alice(engine):
-    return make_user(engine, "alice", roles=["analyst"])
+def alice(module_engine):
+    return make_user(module_engine, "alice", roles=["analyst"])
 
 
 def _login(http: httpx.Client, username: str, password: str) -> httpx.Response:
@@ -80,8 +72,8 @@ def test_logout_ends_the_session(http, live_server, alice) -> None:
         assert c.get("/api/v1/auth/me").status_code == 401
 
 
-def test_token_works_and_revocation_is_immediate(http, engine) -> None:
-    bob = make_user(engine, "bob", roles=["viewer"])
+def test_token_works_and_revocation_is_immediate(http, module_engine) -> None:
+    bob = make_user(module_engine, "bob", roles=["viewer"])
     assert http.get("/api/v1/auth/me", headers=bob.headers).json()["username"] == "bob"
     created = http.post("/api/v1/auth/tokens", headers=bob.headers,
                         json={"name": "qgis", "days": 30, "permissions": ["region.read"]})
@@ -95,22 +87,22 @@ def test_token_works_and_revocation_is_immediate(http, engine) -> None:
     assert http.get("/api/v1/auth/me", headers=tok).status_code == 401
 
 
-def test_token_cannot_exceed_holder_permissions(http, engine) -> None:
-    carol = make_user(engine, "carol", roles=["viewer"])
+def test_token_cannot_exceed_holder_permissions(http, module_engine) -> None:
+    carol = make_user(module_engine, "carol", roles=["viewer"])
     r = http.post("/api/v1/auth/tokens", headers=carol.headers,
                   json={"name": "x", "permissions": ["person.read_sensitive"]})
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "permissions"
 
 
-def test_lockout_after_repeated_failures(http, engine) -> None:
-    make_user(engine, "dave", roles=["viewer"])
+def test_lockout_after_repeated_failures(http, module_engine) -> None:
+    make_user(module_engine, "dave", roles=["viewer"])
     for _ in range(5):
         assert _login(http, "dave", "bad-password-x").status_code == 401
     locked = _login(http, "dave", "Wenzhou-grid-2026!")
     assert locked.status_code == 429
     assert int(locked.headers["retry-after"]) >= 1
-    with engine.connect() as conn:
+    with module_engine.connect() as conn:
         conn.execute(text("SELECT set_config('gridgov.scope', '{\"\"}', false)"))
         actions = conn.execute(text(
             "SELECT action FROM audit_log WHERE detail->>'username' = 'dave' ORDER BY id"
@@ -118,8 +110,8 @@ def test_lockout_after_repeated_failures(http, engine) -> None:
     assert actions.count("login.failure") == 5 and actions[-1] == "login.locked"
 
 
-def test_revoke_all_ends_every_session_and_token(http, live_server, engine) -> None:
-    erin = make_user(engine, "erin", roles=["viewer"])
+def test_revoke_all_ends_every_session_and_token(http, live_server, module_engine) -> None:
+    erin = make_user(module_engine, "erin", roles=["viewer"])
     r = _login(http, "erin", erin.password)
     assert http.post("/api/v1/auth/sessions/revoke-all", headers=erin.headers).status_code == 204
     assert http.get("/api/v1/auth/me", headers=erin.headers).status_code == 401
@@ -127,8 +119,8 @@ def test_revoke_all_ends_every_session_and_token(http, live_server, engine) -> N
         assert c.get("/api/v1/auth/me").status_code == 401
 
 
-def test_password_change_checks_policy(http, engine) -> None:
-    frank = make_user(engine, "frank", roles=["viewer"])
+def test_password_change_checks_policy(http, module_engine) -> None:
+    frank = make_user(module_engine, "frank", roles=["viewer"])
     weak = http.post("/api/v1/auth/password", headers=frank.headers,
                      json={"old_password": frank.password, "new_password": "short"})
     assert weak.status_code == 422 and weak.json()["errors"][0]["field"] == "password"

@@ -6,10 +6,7 @@ import itertools
 
 import pytest
 from shapely.geometry import shape
-from sqlalchemy import create_engine
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
 from tests.support.users import make_user
 
 WUMA = "330302006"       # 五马街道
@@ -20,20 +17,13 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
+def commander(module_engine):
+    return make_user(module_engine, "claim_cmd", roles=["township_commander"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def commander(engine):
-    return make_user(engine, "claim_cmd", roles=["township_commander"], scope=[WUMA])
-
-
-@pytest.fixture(scope="module")
-def neighbour(engine):
-    return make_user(engine, "claim_nanhui", roles=["township_commander"], scope=[NANHUI])
+def neighbour(module_engine):
+    return make_user(module_engine, "claim_nanhui", roles=["township_commander"], scope=[NANHUI])
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +41,9 @@ def grids(http, commander) -> list[tuple[str, str, float, float]]:
 
 
 @pytest.fixture(scope="module")
-def worker(engine, grids):
+def worker(module_engine, grids):
     code = grids[1][0]
-    return make_user(engine, "claim_worker", roles=["grid_worker"], scope=[code],
+    return make_user(module_engine, "claim_worker", roles=["grid_worker"], scope=[code],
                      positions=[("grid_worker", code)])
 
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
-from tests.support.users import make_user
+from tests.support.users import make_user, township_commander
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
@@ -15,15 +12,13 @@ OTHER = "330302024"
 
 
 @pytest.fixture(scope="module")
-def people(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    found = {
-        "commander": make_user(e, "du_cmd", roles=["township_commander"], scope=[TOWNSHIP]),
-        "county": make_user(e, "du_county", roles=["county_commander"], scope=["330302"]),
-        "worker": make_user(e, "du_worker", roles=["grid_worker"], scope=[GRID]),
+def people(module_engine):
+    return {
+        "commander": township_commander(module_engine, "du_cmd", TOWNSHIP, on_duty=False),
+        "county": make_user(module_engine, "du_county", roles=["county_commander"],
+                            scope=["330302"]),
+        "worker": make_user(module_engine, "du_worker", roles=["grid_worker"], scope=[GRID]),
     }
-    e.dispose()
-    return found
 
 
 def test_township_commander_sees_own_platforms_only(http, people):

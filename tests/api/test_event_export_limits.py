@@ -14,18 +14,17 @@ from typing import Any
 import httpx
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from api.routes.events import event_settings
 from geoserver.config import SecuritySettings
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.security.crypto import crypto_from_settings
 from geoserver.services.events import PHONE_CONTEXT, EventSettings
 from tests.conftest import make_settings
 from tests.support import live
-from tests.support.mobile import load_catalogue, point_in
-from tests.support.users import make_user
+from tests.support.mobile import load_catalogue
+from tests.support.users import EventStaff
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
@@ -42,26 +41,12 @@ def live_server(pg, module_db):
         yield url
 
 
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-class World:
+class World(EventStaff):
     """Users, and six reports waiting for acceptance: three tagged QX9, three QX8."""
 
     def __init__(self, engine, http: httpx.Client) -> None:
         load_catalogue(engine)
-        self.worker = make_user(engine, "xp_worker", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.commander = make_user(engine, "xp_cmd", roles=["township_commander"],
-                                   scope=[TOWNSHIP],
-                                   positions=[("command_centre_staff", TOWNSHIP)])
-        self.other = make_user(engine, "xp_other", roles=["township_commander"], scope=[OTHER],
-                               positions=[("command_centre_staff", OTHER)])
-        self.point = list(point_in(engine, GRID))
+        super().__init__(engine, "xp", grid=GRID, township=TOWNSHIP, other=OTHER)
         self.codes: dict[str, list[str]] = {"QX9": [], "QX8": []}
         for tag in ("QX9", "QX8"):
             for i in range(3):
@@ -73,8 +58,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(engine, http) -> World:
-    return World(engine, http)
+def world(module_engine, http) -> World:
+    return World(module_engine, http)
 
 
 def _csv_rows(body: bytes) -> tuple[str, list[dict[str, str]]]:
@@ -83,7 +68,7 @@ def _csv_rows(body: bytes) -> tuple[str, list[dict[str, str]]]:
     return mark, list(csv.DictReader(io.StringIO(rest)))
 
 
-def test_csv_export_has_the_queue_rows(http, world, engine) -> None:
+def test_csv_export_has_the_queue_rows(http, world, module_engine) -> None:
     params = {"q": "QX9", "format": "csv"}
     queue = http.get("/api/v1/events", headers=world.commander.headers,
                      params={"queue": "to_accept", "q": "QX9"}).json()
@@ -98,7 +83,7 @@ def test_csv_export_has_the_queue_rows(http, world, engine) -> None:
     assert sorted(row["code"] for row in rows) == sorted(world.codes["QX9"])
     assert {row["state"] for row in rows} == {"reported"}
     assert rows[0]["centre"] and rows[0]["lon"]
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         audited = s.execute(text(
             "SELECT detail FROM audit_log WHERE action = 'export' AND object_kind = 'event' "
             "AND actor_username = 'xp_cmd' ORDER BY id DESC LIMIT 1")).scalar_one()
@@ -185,7 +170,7 @@ def test_public_report_needs_a_mainland_mobile(http, world, phone) -> None:
     assert r.json()["errors"][0]["field"] == "reporter_phone"
 
 
-def test_public_reports_are_rate_limited_per_phone_and_per_ip(http, world, engine) -> None:
+def test_public_reports_are_rate_limited_per_phone_and_per_ip(http, world, module_engine) -> None:
     first = _public(http, world, "+86 139-0000-1111")
     assert first.status_code == 201, first.text
     assert _public(http, world, "13900001111").status_code == 201
@@ -201,7 +186,7 @@ def test_public_reports_are_rate_limited_per_phone_and_per_ip(http, world, engin
     assert fifth.status_code == 429 and "network address" in fifth.json()["detail"]
     # Stored encrypted and masked, like every phone number; the IP only as a keyed hash.
     crypto = crypto_from_settings(SecuritySettings())
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         row = s.execute(text(
             "SELECT e.reporter_phone_enc, e.reporter_phone_masked, p.ip_hash FROM event e "
             "JOIN event_public_report p ON p.event_id = e.id WHERE e.code = :c"),

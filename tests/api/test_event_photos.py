@@ -14,14 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from geoserver.config import DatabaseSettings, PhotoSettings, ServerSettings, Settings
-from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from tests.support import live
-from tests.support.mobile import load_catalogue, point_in
-from tests.support.users import make_user
+from geoserver.config import PhotoSettings
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
+from tests.support.mobile import load_catalogue, mobile_settings, serve
+from tests.support.users import EventStaff
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
@@ -36,41 +34,16 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live_server(pg, module_db, data_dir):
-    settings = Settings(
-        database=DatabaseSettings(database_url=pg.url(OWNER_ROLE, module_db),
-                                  app_database_url=pg.url(APP_ROLE, module_db),
-                                  data_dir=data_dir),
-        server=ServerSettings(env="test", jobs_enabled=False),
-        photos=PhotoSettings(max_photo_bytes=MAX_BYTES))
-    with live.serve(live.app_with(settings)) as url:
+    settings = mobile_settings(pg, module_db, data_dir)
+    settings.photos = PhotoSettings(max_photo_bytes=MAX_BYTES)
+    with serve(settings) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-class People:
-    """A grid worker of GRID, a commander of its township, a commander of another township."""
-
-    def __init__(self, engine) -> None:
-        self.worker = make_user(engine, "ph_worker", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.commander = make_user(engine, "ph_cmd", roles=["township_commander"],
-                                   scope=[TOWNSHIP],
-                                   positions=[("command_centre_staff", TOWNSHIP)])
-        self.other = make_user(engine, "ph_other", roles=["township_commander"], scope=[OTHER],
-                               positions=[("command_centre_staff", OTHER)])
-        self.point = list(point_in(engine, GRID))
-
-
-@pytest.fixture(scope="module")
-def people(engine, live_server) -> People:
-    load_catalogue(engine)
-    return People(engine)
+def people(module_engine, live_server) -> EventStaff:
+    load_catalogue(module_engine)
+    return EventStaff(module_engine, "ph", grid=GRID, township=TOWNSHIP, other=OTHER)
 
 
 def jpeg(color: str = "red", size: tuple[int, int] = (640, 480), gps: bool = False) -> bytes:
@@ -97,7 +70,7 @@ def noise(size: int = 400) -> bytes:
     return out.getvalue()
 
 
-def _body(people: People, **extra: Any) -> dict[str, Any]:
+def _body(people: EventStaff, **extra: Any) -> dict[str, Any]:
     return {"type_code": "0401", "description": "路边垃圾堆放", "crs": "WGS84",
             "location": {"type": "Point", "coordinates": people.point}, **extra}
 
@@ -217,23 +190,23 @@ def _count(engine, description: str) -> int:
     (tuple(jpeg(c) for c in ("red", "blue", "green", "white", "black", "gray", "pink")),
      "photos"),
 ])
-def test_not_an_image_is_422_naming_the_field(http, people, engine, photos, field) -> None:
+def test_not_an_image_is_422_naming_the_field(http, people, module_engine, photos, field) -> None:
     description = f"坏照片 {field} {len(photos)}"
     r = _report(http, people.worker, _body(people, description=description), *photos)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"][0]["field"] == field
-    assert _count(engine, description) == 0
+    assert _count(module_engine, description) == 0
 
 
-def test_too_large_is_413_naming_the_field(http, people, engine) -> None:
+def test_too_large_is_413_naming_the_field(http, people, module_engine) -> None:
     big = noise()
     assert len(big) > MAX_BYTES
     r = _report(http, people.worker, _body(people, description="大照片"), jpeg(), big)
     assert r.status_code == 413, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["field"] == "photos[1]" and str(MAX_BYTES) in r.json()["detail"]
-    assert _count(engine, "大照片") == 0
+    assert _count(module_engine, "大照片") == 0
 
 
 @pytest.mark.parametrize(("form", "field"), [

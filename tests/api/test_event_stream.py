@@ -3,15 +3,11 @@ and nothing from another township."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from sqlalchemy import create_engine, text
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from tests.api.test_messages import SseReader
-from tests.support.users import make_user
+from tests.support.places import grid_of_township, point_in
+from tests.support.sse import SseReader
+from tests.support.users import grid_worker, township_commander
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
@@ -20,39 +16,17 @@ STREAM = "/api/v1/events/stream"
 
 
 @pytest.fixture(scope="module")
-def people(pg, module_db, http):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    with scoped_session(e, SYSTEM_SCOPE) as s:
-        other_grid, = s.execute(text(
-            "SELECT code FROM region WHERE level = 'grid' AND valid_to IS NULL AND "
-            "grid_type = 'general' AND code LIKE :p ORDER BY code LIMIT 1"),
-            {"p": OTHER + "%"}).one()
-        points = {code: s.execute(text(
-            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-            "WHERE code = :c AND valid_to IS NULL) x"), {"c": code}).one()
-            for code in (GRID, other_grid)}
-    found = {
-        "worker": make_user(e, "es_w", roles=["grid_worker"], scope=[GRID],
-                            positions=[("grid_worker", GRID)]),
-        "outsider": make_user(e, "es_wb", roles=["grid_worker"], scope=[other_grid],
-                              positions=[("grid_worker", other_grid)]),
-        "commander": make_user(e, "es_cmd", roles=["township_commander"], scope=[TOWNSHIP]),
-        "other_commander": make_user(e, "es_cmd_b", roles=["township_commander"],
-                                     scope=[OTHER]),
-        "points": {"mine": list(points[GRID]), "other": list(points[other_grid])},
+def people(module_engine, catalogue):
+    other_grid = grid_of_township(module_engine, OTHER, grid_type="general")
+    return {
+        "worker": grid_worker(module_engine, "es_w", GRID),
+        "outsider": grid_worker(module_engine, "es_wb", other_grid),
+        "commander": township_commander(module_engine, "es_cmd", TOWNSHIP, on_duty=False),
+        "other_commander": township_commander(module_engine, "es_cmd_b", OTHER,
+                                              on_duty=False),
+        "points": {"mine": list(point_in(module_engine, GRID)),
+                   "other": list(point_in(module_engine, other_grid))},
     }
-    admin = make_user(e, "es_admin", roles=["admin"], scope=["330300"])
-    e.dispose()
-    assert http.post("/api/v1/event-types/initialize", headers=admin.headers).status_code == 200
-    return found
-
-
-@pytest.fixture
-def streams() -> Iterator[list[SseReader]]:
-    opened: list[SseReader] = []
-    yield opened
-    for reader in opened:
-        reader.close()
 
 
 def _report(http, user, point) -> dict:

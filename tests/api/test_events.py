@@ -1,6 +1,6 @@
 """The event center over real HTTP: the 四平台 loop, conflicts, scope and bad input.
 
-Users are made per module with make_user: a grid worker of one grid, two commanders of
+Users are made per module (tests/support/users.py): a grid worker of one grid, two commanders of
 township 330302006 (五马街道), a member of its 综合执法平台, a commander of another township
 and an administrator who loads the type catalogue.
 """
@@ -12,52 +12,25 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from geoserver.domain.principal import SYSTEM
-from geoserver.services import users
-from tests.support.users import make_user
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
+from tests.support.users import EventStaff, TestUser, platform_member, township_commander
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
 OTHER = "330302024"
 
 
+class People(EventStaff):
+    """The module's users, a point inside the grid and one outside every grid."""
 
-
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-class People:
-    """The module's users."""
-
-    def __init__(self, engine) -> None:
-        commander = {"roles": ["township_commander"], "scope": [TOWNSHIP],
-                     "positions": [("command_centre_staff", TOWNSHIP)]}
-        self.worker = make_user(engine, "ev_worker", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.commander = make_user(engine, "ev_cmd_a", **commander)
-        self.commander_b = make_user(engine, "ev_cmd_b", **commander)
-        self.platform = make_user(engine, "ev_zf", roles=["department_staff"], scope=[TOWNSHIP])
-        self.other = make_user(engine, "ev_cmd_other", roles=["township_commander"],
-                               scope=[OTHER], positions=[("command_centre_staff", OTHER)])
-        self.admin = make_user(engine, "ev_admin", roles=["admin"], scope=["330300"])
+    def __init__(self, engine, admin: TestUser) -> None:
+        super().__init__(engine, "ev", grid=GRID, township=TOWNSHIP, other=OTHER)
+        self.commander_b = township_commander(engine, "ev_cmd_b", TOWNSHIP)
+        self.platform = platform_member(engine, "ev_zf", TOWNSHIP)
+        self.admin = admin
         with scoped_session(engine, SYSTEM_SCOPE) as s:
-            unit = s.execute(text("SELECT id FROM org_unit WHERE code = :c"),
-                             {"c": f"zf{TOWNSHIP}"}).scalar_one()
-            users.assign_staff(s, actor=SYSTEM, user_id=self.platform.id,
-                               position="department_staff", region_code=TOWNSHIP,
-                               org_unit_id=unit)
-            row = s.execute(text(
-                "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-                "WHERE code = :c AND valid_to IS NULL) x"), {"c": GRID}).one()
-            self.point = [float(row[0]), float(row[1])]
             row = s.execute(text(
                 "SELECT ST_X(p) + 0.05, ST_Y(p) FROM (SELECT ST_ClosestPoint(geom, "
                 "ST_SetSRID(ST_Point(121.5, 28.02), 4490)) p FROM region WHERE code = '330302' "
@@ -66,11 +39,8 @@ class People:
 
 
 @pytest.fixture(scope="module")
-def people(engine, http) -> People:
-    p = People(engine)
-    r = http.post("/api/v1/event-types/initialize", headers=p.admin.headers)
-    assert r.status_code == 200, r.text
-    return p
+def people(module_engine, city_admin, catalogue) -> People:
+    return People(module_engine, city_admin)
 
 
 def _report(http: httpx.Client, user: Any, people: People, **extra) -> dict:

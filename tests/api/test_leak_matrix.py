@@ -10,20 +10,19 @@ import io
 import mapbox_vector_tile
 import psycopg2
 import pytest
-from sqlalchemy import create_engine
 
 from geoserver.config import SecuritySettings
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-from geoserver.database.engine import scope_literal, sqlalchemy_url
+from geoserver.database.engine import scope_literal
 from geoserver.security.crypto import crypto_from_settings
-from tests.support.users import make_user
+from tests.support.users import grid_worker, township_commander
 from tiles.tilemath import tile_of
 
 A, B = "330302006", "330302025"  # 五马街道, 南汇街道
 
 
 @pytest.fixture(scope="module")
-def world(pg, module_db):
+def world(pg, module_db, module_engine):
     conn = psycopg2.connect(pg.url(OWNER_ROLE, module_db))
     with conn.cursor() as cur:
         cur.execute("SELECT code, path::text, ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), "
@@ -38,11 +37,8 @@ def world(pg, module_db):
         cur.execute("SELECT name FROM region WHERE code = %s", (B,))
         b_name = cur.fetchone()[0]
     conn.close()
-    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    user_a = make_user(engine, "leak_a", roles=["township_commander"], scope=[A])
-    worker = make_user(engine, "leak_worker", roles=["grid_worker"], scope=[a_grids[0][0]],
-                       positions=[("grid_worker", a_grids[0][0])])
-    engine.dispose()
+    user_a = township_commander(module_engine, "leak_a", A, on_duty=False)
+    worker = grid_worker(module_engine, "leak_worker", a_grids[0][0])
     return {"b_grid": b_grid, "a_grids": a_grids, "b_name": b_name, "a": user_a,
             "worker": worker}
 

@@ -9,172 +9,53 @@ commander of another township who must never see any of it.
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.config import MessageSettings
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.domain.principal import SYSTEM
-from geoserver.services import event_actions, notifications, users
-from tests.support.users import TestUser, make_user
+from geoserver.services import event_actions, notifications
+from tests.support.places import grid_of_township, point_in
+from tests.support.sse import SseReader
+from tests.support.users import EventStaff, TestUser, make_user, platform_member
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
 OTHER = "330302024"
-OTHER_GRID_PREFIX = "330302024"
 
 
-class SseReader:
-    """Read a text/event-stream in a thread; parsed events land in a queue."""
-
-    def __init__(self, base: str, path: str, headers: dict[str, str]) -> None:
-        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        #: Every event taken from the queue so far, matched or skipped.
-        self.log: list[dict[str, Any]] = []
-        self.comments = 0
-        self.status: int | None = None
-        self.content_type = ""
-        self.body = b""
-        self._client = httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=60))
-        self._resp: httpx.Response | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(path, headers), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(30), "the stream did not answer"
-
-    def _run(self, path: str, headers: dict[str, str]) -> None:
-        try:
-            with self._client.stream("GET", path, headers=headers) as resp:
-                self._resp = resp
-                self.content_type = resp.headers.get("content-type", "")
-                if resp.status_code != 200:
-                    self.body = resp.read()
-                self.status = resp.status_code
-                self._ready.set()
-                if resp.status_code != 200:
-                    return
-                event: dict[str, Any] = {}
-                for line in resp.iter_lines():
-                    if line == "":
-                        if "data" in event:
-                            self.events.put(event)
-                        event = {}
-                    elif line.startswith(":"):
-                        self.comments += 1
-                    else:
-                        name, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
-                        event[name] = json.loads(value) if name == "data" else value
-        except (httpx.HTTPError, RuntimeError, ValueError, OSError):
-            pass  # closed under our feet by close()
-        finally:
-            self._ready.set()
-            self.events.put(None)
-
-    def next(self, event: str, where: Callable[[Any], bool] = lambda d: True,
-             timeout: float = 30) -> dict[str, Any]:
-        """Return the next event named ``event`` whose data satisfies ``where``."""
-        while True:
-            try:
-                item = self.events.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no {event} event within {timeout} s") from None
-            if item is None:
-                raise AssertionError(f"the stream ended before a {event} event")
-            self.log.append(item)
-            if item.get("event") == event and where(item["data"]):
-                return item
-
-    def seen(self) -> list[dict[str, Any]]:
-        """Return every event received so far (taken from the queue or not)."""
-        while True:
-            try:
-                item = self.events.get_nowait()
-            except queue.Empty:
-                return self.log
-            if item is not None:
-                self.log.append(item)
-
-    def close(self) -> None:
-        """Drop the connection and wait for the reader to end."""
-        if self._resp is not None:
-            self._resp.close()
-        self._client.close()
-        self._thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-class People:
-    """The module's users and a point inside the grid."""
+class People(EventStaff):
+    """The module's users, a point inside the grid and one in a grid of the other township."""
 
     def __init__(self, engine) -> None:
-        self.worker = make_user(engine, "msg_worker", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.commander = make_user(engine, "msg_cmd", roles=["township_commander"],
-                                   scope=[TOWNSHIP],
-                                   positions=[("command_centre_staff", TOWNSHIP)])
-        self.platform = make_user(engine, "msg_zf", roles=["department_staff"], scope=[TOWNSHIP])
-        self.other = make_user(engine, "msg_other", roles=["township_commander"], scope=[OTHER],
-                               positions=[("command_centre_staff", OTHER)])
+        super().__init__(engine, "msg", grid=GRID, township=TOWNSHIP, other=OTHER)
+        self.platform = platform_member(engine, "msg_zf", TOWNSHIP)
         self.other_worker = make_user(engine, "msg_other_w", roles=["grid_worker"],
                                       scope=[OTHER])
-        self.admin = make_user(engine, "msg_admin", roles=["admin"], scope=["330300"])
-        with scoped_session(engine, SYSTEM_SCOPE) as s:
-            unit = s.execute(text("SELECT id FROM org_unit WHERE code = :c"),
-                             {"c": f"zf{TOWNSHIP}"}).scalar_one()
-            users.assign_staff(s, actor=SYSTEM, user_id=self.platform.id,
-                               position="department_staff", region_code=TOWNSHIP,
-                               org_unit_id=unit)
-            self.point = _point_in(s, GRID)
-            grid = s.execute(text(
-                "SELECT code FROM region WHERE level = 'grid' AND valid_to IS NULL AND "
-                "grid_type = 'general' AND code LIKE :p ORDER BY code LIMIT 1"),
-                {"p": OTHER_GRID_PREFIX + "%"}).scalar_one()
-            self.other_point = _point_in(s, grid)
-
-
-def _point_in(session, code: str) -> list[float]:
-    row = session.execute(text(
-        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-        "WHERE code = :c AND valid_to IS NULL) x"), {"c": code}).one()
-    return [float(row[0]), float(row[1])]
+        other_grid = grid_of_township(engine, OTHER, grid_type="general")
+        self.other_point = list(point_in(engine, other_grid))
 
 
 @pytest.fixture(scope="module")
-def people(engine, http) -> People:
-    p = People(engine)
-    r = http.post("/api/v1/event-types/initialize", headers=p.admin.headers)
-    assert r.status_code == 200, r.text
-    return p
+def people(module_engine, catalogue) -> People:
+    return People(module_engine)
 
 
 @pytest.fixture
-def stream(live_server) -> Iterator[Callable[..., SseReader]]:
+def stream(live_server, streams) -> Callable[..., SseReader]:
     """Open SSE streams for the test; all are closed afterwards."""
-    opened: list[SseReader] = []
 
     def open_stream(user: TestUser, path: str = "/api/v1/messages/stream",
                     **headers: str) -> SseReader:
         reader = SseReader(live_server, path, {**user.headers, **headers})
-        opened.append(reader)
+        streams.append(reader)
         return reader
 
-    yield open_stream
-    for reader in opened:
-        reader.close()
+    return open_stream
 
 
 def _report(http: httpx.Client, user: TestUser, point: list[float], text_: str) -> dict:
@@ -242,7 +123,7 @@ def test_report_notifies_the_command_centre_but_not_the_actor(http, people) -> N
     assert kinds == ["new_report"]
 
 
-def test_supervision_reminder_return_and_overdue(http, people, engine) -> None:
+def test_supervision_reminder_return_and_overdue(http, people, module_engine) -> None:
     ev = _dispatched(http, people, "沿街店铺油烟扰民")
     ev = _act(http, people.commander, ev, "supervise", note="限期整改",
               deadline="2030-01-02T10:00:00+08:00")
@@ -251,7 +132,7 @@ def test_supervision_reminder_return_and_overdue(http, people, engine) -> None:
     ev = _act(http, people.platform, ev, "request_return", note="不属于本平台")
     ev = _act(http, people.commander, ev, "approve_return")
     # The overdue job reminds as the system, through the same action (event_sla).
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         event_actions.act(s, actor=SYSTEM, event_id=ev["id"], action="remind",
                           data={"version": ev["version"], "note": "时限已超, 自动催办"})
     zf = {m["kind"]: m for m in _messages(http, people.platform)["items"]
@@ -354,13 +235,13 @@ def test_settings_turn_kinds_off_and_mute(http, people, stream) -> None:
         assert r.status_code == 200
 
 
-def test_broadcast_reaches_the_staff_under_its_region(http, people, engine) -> None:
+def test_broadcast_reaches_the_staff_under_its_region(http, people, module_engine) -> None:
     from geoserver.services import auth, broadcasts
 
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         sender = auth.principal_for(s, people.commander.id)
     assert sender is not None
-    with scoped_session(engine, sender.scope) as s:
+    with scoped_session(module_engine, sender.scope) as s:
         sent = broadcasts.send_broadcast(s, actor=sender, data=broadcasts.BroadcastIn(
             title="防台风通知", body="今晚台风过境，请加强巡查。", region_code=TOWNSHIP))
     got = [m for m in _messages(http, people.worker)["items"] if m["kind"] == "broadcast"]
@@ -370,24 +251,24 @@ def test_broadcast_reaches_the_staff_under_its_region(http, people, engine) -> N
     assert not [m for m in _messages(http, people.other)["items"] if m["kind"] == "broadcast"]
 
 
-def test_retention_job_prunes_old_read_messages(http, people, engine) -> None:
+def test_retention_job_prunes_old_read_messages(http, people, module_engine) -> None:
     ev = _dispatched(http, people, "消防栓损坏")
     message = next(m for m in _messages(http, people.platform)["items"]
                    if m["event_id"] == ev["id"])
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         s.execute(text("SELECT set_config('gridgov.user_id', :u, true)"),
                   {"u": str(people.platform.id)})
         s.execute(text("UPDATE notification SET read_at = now() - interval '40 days' "
                        "WHERE id = :i"), {"i": message["id"]})
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         deleted = notifications.prune(s, settings=MessageSettings(
             keep_read_days=30, keep_days=3650))
     assert deleted >= 1
     assert message["id"] not in {m["id"] for m in _messages(http, people.platform)["items"]}
 
 
-def test_the_app_role_sees_only_its_own_rows(people, engine) -> None:
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+def test_the_app_role_sees_only_its_own_rows(people, module_engine) -> None:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         assert s.execute(text("SELECT count(*) FROM notification")).scalar() == 0
         s.execute(text("SELECT set_config('gridgov.user_id', :u, true)"),
                   {"u": str(people.other.id)})

@@ -12,18 +12,12 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from tests.support.mobile import (
-    grid_of_township,
-    load_catalogue,
-    mobile_settings,
-    point_in,
-    serve,
-)
-from tests.support.users import make_user
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
+from tests.support.mobile import load_catalogue, mobile_settings, serve
+from tests.support.places import grid_of_township
+from tests.support.users import EventStaff, grid_worker
 
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
@@ -41,34 +35,18 @@ def live_server(pg, module_db, data_dir):
         yield url
 
 
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-class People:
-    """A grid worker of GRID, a commander of its township and one of another township."""
+class People(EventStaff):
+    """EventStaff, and a grid worker of the other township."""
 
     def __init__(self, engine) -> None:
-        self.worker = make_user(engine, "mb_worker", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.commander = make_user(engine, "mb_cmd", roles=["township_commander"],
-                                   scope=[TOWNSHIP],
-                                   positions=[("command_centre_staff", TOWNSHIP)])
-        self.other = make_user(engine, "mb_other", roles=["township_commander"], scope=[OTHER],
-                               positions=[("command_centre_staff", OTHER)])
-        other_grid = grid_of_township(engine, OTHER)
-        self.other_worker = make_user(engine, "mb_other_w", roles=["grid_worker"],
-                                      scope=[other_grid], positions=[("grid_worker", other_grid)])
-        self.point = list(point_in(engine, GRID))
+        super().__init__(engine, "mb", grid=GRID, township=TOWNSHIP, other=OTHER)
+        self.other_worker = grid_worker(engine, "mb_other_w", grid_of_township(engine, OTHER))
 
 
 @pytest.fixture(scope="module")
-def people(engine, live_server) -> People:
-    load_catalogue(engine)
-    return People(engine)
+def people(module_engine, live_server) -> People:
+    load_catalogue(module_engine)
+    return People(module_engine)
 
 
 def jpeg(color: str = "red", size: tuple[int, int] = (64, 48)) -> bytes:
@@ -95,7 +73,7 @@ def _count(engine, sql: str, **params: Any) -> int:
         return int(s.execute(text(sql), params).scalar_one())
 
 
-def test_report_with_photos_is_stored_once(http, people, engine, data_dir) -> None:
+def test_report_with_photos_is_stored_once(http, people, module_engine, data_dir) -> None:
     key = str(uuid.uuid4())
     body = _report_body(people)
     first = _post(http, "/api/v1/mobile/reports", people.worker, key, body, [jpeg(), jpeg("blue")])
@@ -105,7 +83,7 @@ def test_report_with_photos_is_stored_once(http, people, engine, data_dir) -> No
     assert again.status_code == 200 and again.json()["duplicate"] is True
     event = first.json()["event"]
     assert again.json()["event"]["id"] == event["id"] and event["grid_code"] == GRID
-    assert _count(engine, "SELECT count(*) FROM event e JOIN mobile_request m "
+    assert _count(module_engine, "SELECT count(*) FROM event e JOIN mobile_request m "
                   "ON m.event_id = e.id WHERE m.client_key = :k", k=key) == 1
     photos = first.json()["photos"]
     assert [p["stage"] for p in photos] == ["report", "report"]
@@ -119,7 +97,7 @@ def test_report_with_photos_is_stored_once(http, people, engine, data_dir) -> No
                     headers=people.other.headers).status_code == 404
 
 
-def test_concurrent_repeats_make_one_event(live_server, people, engine) -> None:
+def test_concurrent_repeats_make_one_event(live_server, people, module_engine) -> None:
     key = str(uuid.uuid4())
     body = _report_body(people, description="并发重发的同一条上报")
     barrier = threading.Barrier(3)
@@ -136,7 +114,7 @@ def test_concurrent_repeats_make_one_event(live_server, people, engine) -> None:
     for t in threads:
         t.join(30)
     assert sorted(codes) == [200, 200, 201]
-    assert _count(engine, "SELECT count(*) FROM event WHERE description = :d",
+    assert _count(module_engine, "SELECT count(*) FROM event WHERE description = :d",
                   d="并发重发的同一条上报") == 1
 
 

@@ -13,11 +13,8 @@ from datetime import date
 import openpyxl
 import pytest
 from shapely.geometry import box, mapping, shape
-from sqlalchemy import create_engine
 from stdnum.cn import ric
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
 from geoserver.domain.documents import synthetic_uscc
 from geoserver.geo.crs import wgs84_to_gcj02
 from geoserver.geo.measure import haversine_m
@@ -31,33 +28,26 @@ KINDS = ("buildings", "residences", "households", "persons", "organizations", "k
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-@pytest.fixture(scope="module")
-def commander(engine):
+def commander(module_engine):
     """A township commander: reads and writes base data, exports, is not cleared to reveal."""
-    return make_user(engine, "obj_cmd", roles=["township_commander"], scope=[WUMA])
+    return make_user(module_engine, "obj_cmd", roles=["township_commander"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def cleared(engine):
+def cleared(module_engine):
     """A commander who is also a 网格长, whose role is cleared to see personal data."""
-    return make_user(engine, "obj_cleared", roles=["township_commander", "grid_leader"],
+    return make_user(module_engine, "obj_cleared", roles=["township_commander", "grid_leader"],
                      scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def neighbour(engine):
-    return make_user(engine, "obj_nanhui", roles=["township_commander"], scope=[NANHUI])
+def neighbour(module_engine):
+    return make_user(module_engine, "obj_nanhui", roles=["township_commander"], scope=[NANHUI])
 
 
 @pytest.fixture(scope="module")
-def auditor(engine):
-    return make_user(engine, "obj_auditor", roles=["audit_admin"], scope=["330300"])
+def auditor(module_engine):
+    return make_user(module_engine, "obj_auditor", roles=["audit_admin"], scope=["330300"])
 
 
 def audited(http, auditor, action: str, object_id: object = None) -> dict:
@@ -116,9 +106,9 @@ def test_every_kind_lists_and_reads_inside_the_jurisdiction(http, commander, kin
     assert one.json()["revealed"] == []
 
 
-def test_anonymous_is_401_and_missing_permission_403(http, engine) -> None:
+def test_anonymous_is_401_and_missing_permission_403(http, module_engine) -> None:
     assert http.get("/api/v1/buildings").status_code == 401
-    viewer = make_user(engine, "obj_viewer", roles=["viewer"], scope=[WUMA])
+    viewer = make_user(module_engine, "obj_viewer", roles=["viewer"], scope=[WUMA])
     assert http.get("/api/v1/persons", headers=viewer.headers).status_code == 403
 
 

@@ -12,7 +12,7 @@ from pyproj import Transformer
 from shapely.geometry import box, shape
 from sqlalchemy import Engine, create_engine, text
 
-from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
+from geoserver.database.bootstrap import OWNER_ROLE
 from geoserver.database.engine import sqlalchemy_url
 from tests.support import users
 from tests.support.users import make_user
@@ -36,13 +36,6 @@ def client(ogc_server) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db) -> Iterator[Engine]:
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-@pytest.fixture(scope="module")
 def owner(pg, module_db) -> Iterator[Engine]:
     e = create_engine(sqlalchemy_url(pg.url(OWNER_ROLE, module_db)))
     yield e
@@ -50,18 +43,18 @@ def owner(pg, module_db) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="module")
-def city(engine) -> users.TestUser:
-    return make_user(engine, "ogc_city", roles=["admin"], scope=["330300"])
+def city(module_engine) -> users.TestUser:
+    return make_user(module_engine, "ogc_city", roles=["admin"], scope=["330300"])
 
 
 @pytest.fixture(scope="module")
-def township(engine) -> users.TestUser:
-    return make_user(engine, "ogc_wuma", roles=["township_commander"], scope=[WUMA])
+def township(module_engine) -> users.TestUser:
+    return make_user(module_engine, "ogc_wuma", roles=["township_commander"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def viewer(engine) -> users.TestUser:
-    return make_user(engine, "ogc_viewer", roles=["viewer"], scope=["330300"])
+def viewer(module_engine) -> users.TestUser:
+    return make_user(module_engine, "ogc_viewer", roles=["viewer"], scope=["330300"])
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,10 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
 from tests.support import users
 from tests.support.users import make_user
 
@@ -30,20 +26,13 @@ def ogc_url(live_server) -> str:
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db) -> Iterator[Engine]:
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
+def analyst(module_engine) -> users.TestUser:
+    return make_user(module_engine, "gdal_analyst", roles=["analyst"], scope=["330300"])
 
 
 @pytest.fixture(scope="module")
-def analyst(engine) -> users.TestUser:
-    return make_user(engine, "gdal_analyst", roles=["analyst"], scope=["330300"])
-
-
-@pytest.fixture(scope="module")
-def township(engine) -> users.TestUser:
-    return make_user(engine, "gdal_wuma", roles=["township_commander"], scope=[WUMA])
+def township(module_engine) -> users.TestUser:
+    return make_user(module_engine, "gdal_wuma", roles=["township_commander"], scope=[WUMA])
 
 
 def gdal(tool: str, user: users.TestUser, *args: str, debug: bool = False) -> str:

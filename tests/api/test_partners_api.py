@@ -14,31 +14,29 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.config import PartnerSettings, SecuritySettings
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from geoserver.domain.principal import SYSTEM
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.jobs import partners as partner_jobs
 from geoserver.security.crypto import crypto_from_settings
-from geoserver.services import partner_outbox, users
+from geoserver.services import partner_outbox
 from geoserver.services.partners import signed_headers
 from tests.support.partner_server import PartnerServer
-from tests.support.users import make_user
+from tests.support.places import point_in
+from tests.support.users import (
+    TestUser,
+    grid_worker,
+    make_user,
+    platform_member,
+    township_commander,
+)
 
 COUNTY = "330302"
 TOWNSHIP = "330302006"
 GRID = "330302006045001"
 OTHER = "330302024"
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -73,32 +71,19 @@ class Partner:
 class World:
     """Staff of township 330302006, administrators, and two partners."""
 
-    def __init__(self, engine, http: httpx.Client, server: PartnerServer) -> None:
-        self.engine, self.http, self.server = engine, http, server
-        commander = {"roles": ["township_commander"], "scope": [TOWNSHIP],
-                     "positions": [("command_centre_staff", TOWNSHIP)]}
-        self.commander = make_user(engine, "pa_cmd", **commander)
-        self.worker = make_user(engine, "pa_worker", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.platform = make_user(engine, "pa_zf", roles=["department_staff"], scope=[TOWNSHIP])
-        self.admin = make_user(engine, "pa_admin", roles=["admin"], scope=["330300"])
+    def __init__(self, engine, http: httpx.Client, server: PartnerServer,
+                 admin: TestUser) -> None:
+        self.engine, self.http, self.server, self.admin = engine, http, server, admin
+        self.commander = township_commander(engine, "pa_cmd", TOWNSHIP)
+        self.worker = grid_worker(engine, "pa_worker", GRID)
+        self.platform = platform_member(engine, "pa_zf", TOWNSHIP)
         self.other_admin = make_user(engine, "pa_admin_other", roles=["admin"], scope=[OTHER])
+        self.point = list(point_in(engine, GRID))
         with scoped_session(engine, SYSTEM_SCOPE) as s:
-            unit = s.execute(text("SELECT id FROM org_unit WHERE code = :c"),
-                             {"c": f"zf{TOWNSHIP}"}).scalar_one()
-            users.assign_staff(s, actor=SYSTEM, user_id=self.platform.id,
-                               position="department_staff", region_code=TOWNSHIP,
-                               org_unit_id=unit)
             s.execute(text(
                 "INSERT INTO org_unit (code, name, kind, region_code, path) SELECT "
                 "'p110_330302', '110联动中心', 'department', code, path FROM region "
                 "WHERE code = :c AND valid_to IS NULL"), {"c": COUNTY})
-            row = s.execute(text(
-                "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-                "WHERE code = :c AND valid_to IS NULL) x"), {"c": GRID}).one()
-            self.point = [float(row[0]), float(row[1])]
-        r = http.post("/api/v1/event-types/initialize", headers=self.admin.headers)
-        assert r.status_code == 200, r.text
         self.police = self.partner("police110", "police_110", [COUNTY],
                                    org_unit_code="p110_330302")
         self.hotline = self.partner("hotline", "hotline_12345", [OTHER])
@@ -131,8 +116,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(engine, http, stand_in) -> World:
-    return World(engine, http, stand_in)
+def world(module_engine, http, stand_in, city_admin, catalogue) -> World:
+    return World(module_engine, http, stand_in, city_admin)
 
 
 def _problem(r: httpx.Response, status: int) -> dict[str, Any]:

@@ -13,15 +13,15 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.config import GOVERNANCE_TZ
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from tests.api.test_messages import SseReader
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from tests.conftest import make_settings
 from tests.support.live import app_with, serve
-from tests.support.users import TestUser, make_user
+from tests.support.places import grid_of_township, point_in
+from tests.support.sse import SseReader
+from tests.support.users import TestUser, grid_worker, township_commander
 
 TOWNSHIP = "330302006"
 GRID = "330302006044001"
@@ -45,52 +45,22 @@ def api(served) -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
 class People:
     """Two workers of township A and one of township B, A's commander."""
 
     def __init__(self, engine) -> None:
-        with scoped_session(engine, SYSTEM_SCOPE) as s:
-            other_grid = s.execute(text(
-                "SELECT code FROM region WHERE level = 'grid' AND valid_to IS NULL AND "
-                "grid_type = 'general' AND code LIKE :p ORDER BY code LIMIT 1"),
-                {"p": OTHER + "%"}).scalar_one()
-            self.point = _point_in(s, GRID)
-            self.other_point = _point_in(s, other_grid)
-        self.worker = make_user(engine, "live_w1", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.worker2 = make_user(engine, "live_w2", roles=["grid_worker"], scope=[GRID],
-                                 positions=[("grid_worker", GRID)])
-        self.outsider = make_user(engine, "live_wb", roles=["grid_worker"], scope=[other_grid],
-                                  positions=[("grid_worker", other_grid)])
-        self.commander = make_user(engine, "live_cmd", roles=["township_commander"],
-                                   scope=[TOWNSHIP])
-
-
-def _point_in(session, code: str) -> tuple[float, float]:
-    row = session.execute(text(
-        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-        "WHERE code = :c AND valid_to IS NULL) x"), {"c": code}).one()
-    return float(row[0]), float(row[1])
+        other_grid = grid_of_township(engine, OTHER, grid_type="general")
+        self.point = point_in(engine, GRID)
+        self.other_point = point_in(engine, other_grid)
+        self.worker = grid_worker(engine, "live_w1", GRID)
+        self.worker2 = grid_worker(engine, "live_w2", GRID)
+        self.outsider = grid_worker(engine, "live_wb", other_grid)
+        self.commander = township_commander(engine, "live_cmd", TOWNSHIP, on_duty=False)
 
 
 @pytest.fixture(scope="module")
-def people(engine) -> People:
-    return People(engine)
-
-
-@pytest.fixture
-def streams(served) -> Iterator[list[SseReader]]:
-    opened: list[SseReader] = []
-    yield opened
-    for reader in opened:
-        reader.close()
+def people(module_engine) -> People:
+    return People(module_engine)
 
 
 def _open(served, opened: list[SseReader], user: TestUser) -> SseReader:
@@ -112,7 +82,7 @@ def _upload(api: httpx.Client, user: TestUser, point: tuple[float, float], tag: 
 
 
 def test_snapshot_then_moves_inside_the_jurisdiction_only(api, served, people, streams,
-                                                          engine) -> None:
+                                                          module_engine) -> None:
     _upload(api, people.worker2, people.point, "live-w2-first")
     live = _open(served, streams, people.commander)
     assert live.status == 200 and live.content_type.startswith("text/event-stream")
@@ -129,7 +99,7 @@ def test_snapshot_then_moves_inside_the_jurisdiction_only(api, served, people, s
     # The outsider's batch committed before the worker's: had it passed the filter, it would
     # have arrived first.
     assert people.outsider.id not in {e["data"].get("id") for e in live.seen()}
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         audited = s.execute(text(
             "SELECT count(*) FROM audit_log WHERE action = 'patrol.live' "
             "AND actor_user_id = :u"), {"u": people.commander.id}).scalar()

@@ -4,7 +4,6 @@ playback and scope."""
 from __future__ import annotations
 
 import io
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -14,20 +13,18 @@ import httpx
 import numpy as np
 import openpyxl
 import pytest
-import shapely
-import uvicorn
-from shapely.geometry import LineString, Polygon
-from sqlalchemy import create_engine, text
+from shapely.geometry import LineString
+from sqlalchemy import text
 
 from geoserver.config import GOVERNANCE_TZ
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.cluster import free_port
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.geo.crs import from_metric, to_metric
 from geoserver.services import patrols
 from geoserver.services.patrol_sessions import build_pending_sessions
 from tests.conftest import make_settings
-from tests.support.users import make_user
+from tests.support.live import app_with, serve
+from tests.support.places import ring_inside
+from tests.support.users import grid_worker, make_user, township_commander
 
 GRID = "330302006044001"  # 鼓楼社区第1网格, 五马街道
 TOWNSHIP = "330302006"
@@ -37,20 +34,8 @@ OTHER_TOWNSHIP = "330302024"
 @pytest.fixture(scope="module")
 def server(pg, module_db) -> Iterator[str]:
     """The app on this module's database, served by uvicorn in a thread."""
-    from api.app import create_app
-
-    app = create_app(make_settings(pg, module_db, jobs_enabled=False))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(15)
+    with serve(app_with(make_settings(pg, module_db, jobs_enabled=False))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -60,38 +45,23 @@ def api(server) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
+def worker(module_engine):
+    return grid_worker(module_engine, "patrol_w1", GRID)
 
 
 @pytest.fixture(scope="module")
-def worker(engine):
-    return make_user(engine, "patrol_w1", roles=["grid_worker"], scope=[GRID],
-                     positions=[("grid_worker", GRID)])
+def commander(module_engine):
+    return township_commander(module_engine, "patrol_t1", TOWNSHIP, on_duty=False)
 
 
 @pytest.fixture(scope="module")
-def commander(engine):
-    return make_user(engine, "patrol_t1", roles=["township_commander"], scope=[TOWNSHIP])
+def stranger(module_engine):
+    return township_commander(module_engine, "patrol_t2", OTHER_TOWNSHIP, on_duty=False)
 
 
 @pytest.fixture(scope="module")
-def stranger(engine):
-    return make_user(engine, "patrol_t2", roles=["township_commander"], scope=[OTHER_TOWNSHIP])
-
-
-@pytest.fixture(scope="module")
-def loop(engine) -> LineString:
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        wkb = s.execute(text("SELECT ST_AsBinary(geom) FROM region WHERE code = :c "
-                             "AND valid_to IS NULL"), {"c": GRID}).scalar()
-    poly = to_metric(shapely.from_wkb(bytes(wkb))).buffer(-20)
-    if poly.geom_type == "MultiPolygon":
-        poly = max(poly.geoms, key=lambda p: p.area)
-    assert isinstance(poly, Polygon)
-    return from_metric(LineString(poly.exterior.coords))
+def loop(module_engine) -> LineString:
+    return from_metric(ring_inside(module_engine, GRID, inset_m=20))
 
 
 def walk(loop: LineString, start: float, limit: int | None = None):
@@ -118,28 +88,29 @@ def run_session_job(engine) -> None:
         build_pending_sessions(s, rules=patrols.DEFAULT_SETTINGS.rules())
 
 
-def test_retried_batch_is_stored_once_and_committed_on_2xx(api, engine, worker, loop) -> None:
+def test_retried_batch_is_stored_once_and_committed_on_2xx(api, module_engine, worker,
+                                                            loop) -> None:
     t, lon, lat = walk(loop, time.time() - 3000, limit=150)
     b = body("api-1", t, lon, lat)
     r = api.post("/api/v1/patrols/points", json=b, headers=worker.headers)
     assert r.status_code == 201, r.text
     # Another connection sees the points as soon as the answer arrives: 2xx means committed.
-    assert scalar(engine, "SELECT count(*) FROM gps_point WHERE batch_id = :b",
+    assert scalar(module_engine, "SELECT count(*) FROM gps_point WHERE batch_id = :b",
                   b=r.json()["batch_id"]) == 150
     again = api.post("/api/v1/patrols/points", json=b, headers=worker.headers)
     assert again.status_code == 200 and again.json()["duplicate"] is True
-    assert scalar(engine, "SELECT count(*) FROM gps_point WHERE user_id = :u "
+    assert scalar(module_engine, "SELECT count(*) FROM gps_point WHERE user_id = :u "
                   "AND ts >= to_timestamp(:t0)", u=worker.id, t0=float(t[0]) - 1) == 150
 
 
-def test_late_batch_lands_in_its_days_partition(api, engine, worker, loop) -> None:
+def test_late_batch_lands_in_its_days_partition(api, module_engine, worker, loop) -> None:
     day = datetime.now(GOVERNANCE_TZ) - timedelta(days=2)
     start = day.replace(hour=8, minute=30).timestamp()
     t, lon, lat = walk(loop, start, limit=40)
     r = api.post("/api/v1/patrols/points", json=body("late-2d", t, lon, lat),
                  headers=worker.headers)
     assert r.status_code == 201, r.text
-    assert scalar(engine, "SELECT string_agg(DISTINCT tableoid::regclass::text, ',') FROM "
+    assert scalar(module_engine, "SELECT string_agg(DISTINCT tableoid::regclass::text, ',') FROM "
                   "gps_point WHERE batch_id = :b", b=r.json()["batch_id"]) == \
         f"gps_point_p{day:%Y%m%d}"
 
@@ -227,11 +198,11 @@ def _assert_problem(r: httpx.Response, status: int, field: str, words: str) -> N
         assert problem["errors"][0]["field"] == field, problem
 
 
-def test_bad_batches_are_4xx_problems_naming_the_field_and_write_nothing(api, engine, worker,
+def test_bad_batches_are_4xx_problems_naming_the_field_and_write_nothing(api, module_engine, worker,
                                                                          loop) -> None:
     t, lon, lat = walk(loop, time.time() - 600, limit=10)
     good = body("bad-1", t, lon, lat)
-    before = _written(engine, worker.id)
+    before = _written(module_engine, worker.id)
     for name, payload, status, field, words in _json_cases(good):
         if isinstance(payload, bytes):
             r = api.post("/api/v1/patrols/points", content=payload, headers={
@@ -242,17 +213,17 @@ def test_bad_batches_are_4xx_problems_naming_the_field_and_write_nothing(api, en
             _assert_problem(r, status, field, words)
         except AssertionError as e:
             raise AssertionError(f"{name}: {e}") from None
-        assert _written(engine, worker.id) == before, name
+        assert _written(module_engine, worker.id) == before, name
     assert api.post("/api/v1/patrols/points", json=good).status_code == 401
     # The good batch itself goes in: the cases above failed for their one flaw.
     assert api.post("/api/v1/patrols/points", json=good, headers=worker.headers
                     ).status_code == 201
 
 
-def test_bad_files_are_4xx_problems_naming_the_problem_and_write_nothing(api, engine,
+def test_bad_files_are_4xx_problems_naming_the_problem_and_write_nothing(api, module_engine,
                                                                         worker) -> None:
     recent = datetime.fromtimestamp(time.time() - 600, GOVERNANCE_TZ).isoformat()
-    before = _written(engine, worker.id)
+    before = _written(module_engine, worker.id)
     for name, kind, data, form, status, field, words in _file_cases(recent):
         r = api.post(f"/api/v1/patrols/{kind}", files={"file": (f"t.{kind}", data)}, data=form,
                      headers=worker.headers)
@@ -260,7 +231,7 @@ def test_bad_files_are_4xx_problems_naming_the_problem_and_write_nothing(api, en
             _assert_problem(r, status, field, words)
         except AssertionError as e:
             raise AssertionError(f"{name}: {e}") from None
-        assert _written(engine, worker.id) == before, name
+        assert _written(module_engine, worker.id) == before, name
 
 
 def _gpx(t, lon, lat) -> bytes:
@@ -273,7 +244,7 @@ def _gpx(t, lon, lat) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def patrol_id(api, engine, worker, loop) -> int:
+def patrol_id(api, module_engine, worker, loop) -> int:
     """A GPX patrol uploaded yesterday 09:00 and built into a session by the job."""
     start = (datetime.now(GOVERNANCE_TZ) - timedelta(days=1)).replace(hour=9, minute=0,
                                                                       second=0, microsecond=0)
@@ -281,34 +252,34 @@ def patrol_id(api, engine, worker, loop) -> int:
     r = api.post("/api/v1/patrols/gpx", files={"file": ("walk.gpx", _gpx(t, lon, lat))},
                  data={"crs": "WGS84"}, headers=worker.headers)
     assert r.status_code == 201, r.text
-    run_session_job(engine)
-    sid = scalar(engine, "SELECT id FROM patrol_session WHERE user_id = :u AND started_at = "
+    run_session_job(module_engine)
+    sid = scalar(module_engine, "SELECT id FROM patrol_session WHERE user_id = :u AND started_at = "
                  "to_timestamp(:t)", u=worker.id, t=float(t[0]))
     assert sid is not None
     return int(sid)
 
 
-def test_gpx_round_trip(api, commander, patrol_id, engine) -> None:
+def test_gpx_round_trip(api, commander, patrol_id, module_engine) -> None:
     r = api.get("/api/v1/patrols/sessions/export", params={"format": "gpx", "grid": GRID},
                 headers=commander.headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/gpx")
     ns = {"g": "http://www.topografix.com/GPX/1/1"}
     trk = ET.fromstring(r.content).findall("g:trk", ns)
-    n = scalar(engine, "SELECT points_kept FROM patrol_session WHERE id = :i", i=patrol_id)
+    n = scalar(module_engine, "SELECT points_kept FROM patrol_session WHERE id = :i", i=patrol_id)
     assert any(len(t.findall("g:trkseg/g:trkpt", ns)) == n for t in trk)
-    assert scalar(engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.export' "
+    assert scalar(module_engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.export' "
                   "AND actor_username = 'patrol_t1'") >= 1
 
 
-def test_records_and_playback_for_the_commander(api, commander, patrol_id, engine) -> None:
+def test_records_and_playback_for_the_commander(api, commander, patrol_id, module_engine) -> None:
     day = (datetime.now(GOVERNANCE_TZ) - timedelta(days=1)).date().isoformat()
     listed = api.get("/api/v1/patrols/sessions", params={"region": TOWNSHIP, "date_from": day},
                      headers=commander.headers).json()
     assert patrol_id in [i["id"] for i in listed["items"]]
     detail = api.get(f"/api/v1/patrols/sessions/{patrol_id}", headers=commander.headers)
     assert detail.status_code == 200 and detail.json()["mileage_m"] > 300
-    before = scalar(engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.playback' "
-                    "AND object_id = :i", i=str(patrol_id))
+    before = scalar(module_engine, "SELECT count(*) FROM audit_log WHERE "
+                    "action = 'patrol.playback' AND object_id = :i", i=str(patrol_id))
     r = api.get(f"/api/v1/patrols/sessions/{patrol_id}/playback", params={"resolution": 10},
                 headers=commander.headers)
     assert r.status_code == 200, r.text
@@ -316,7 +287,7 @@ def test_records_and_playback_for_the_commander(api, commander, patrol_id, engin
     assert f["geometry"]["type"] == "LineString"
     assert len(f["properties"]["times"]) == len(f["geometry"]["coordinates"]) >= 2
     assert f["properties"]["times"] == sorted(f["properties"]["times"])
-    assert scalar(engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.playback' "
+    assert scalar(module_engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.playback' "
                   "AND object_id = :i", i=str(patrol_id)) == before + 1
     stats = api.get("/api/v1/patrols/stats", params={"region": TOWNSHIP, "date_from": day},
                     headers=commander.headers)
@@ -354,22 +325,22 @@ def test_csv_upload_and_live_position(api, worker, commander, loop) -> None:
     assert me[0]["geometry"]["coordinates"] == pytest.approx([lon[-1], lat[-1]])
 
 
-def test_delete_is_soft_and_audited(api, commander, engine, worker, loop) -> None:
+def test_delete_is_soft_and_audited(api, commander, module_engine, worker, loop) -> None:
     start = (datetime.now(GOVERNANCE_TZ) - timedelta(days=3)).replace(hour=15, minute=0,
                                                                       second=0, microsecond=0)
     t, lon, lat = walk(loop, start.timestamp())
     assert api.post("/api/v1/patrols/points", json=body("to-delete", t, lon, lat),
                     headers=worker.headers).status_code == 201
-    run_session_job(engine)
-    sid = scalar(engine, "SELECT id FROM patrol_session WHERE user_id = :u AND started_at = "
+    run_session_job(module_engine)
+    sid = scalar(module_engine, "SELECT id FROM patrol_session WHERE user_id = :u AND started_at = "
                  "to_timestamp(:t)", u=worker.id, t=float(t[0]))
     r = api.delete(f"/api/v1/patrols/sessions/{sid}", headers=commander.headers)
     assert r.status_code == 204, r.text
     assert api.get(f"/api/v1/patrols/sessions/{sid}", headers=commander.headers).status_code \
         == 404
-    assert scalar(engine, "SELECT deleted_at IS NOT NULL FROM patrol_session WHERE id = :i",
+    assert scalar(module_engine, "SELECT deleted_at IS NOT NULL FROM patrol_session WHERE id = :i",
                   i=sid) is True
-    assert scalar(engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.delete' "
+    assert scalar(module_engine, "SELECT count(*) FROM audit_log WHERE action = 'patrol.delete' "
                   "AND object_id = :i", i=str(sid)) == 1
 
 
@@ -381,18 +352,18 @@ def _audits(engine, action: str, user: str) -> int:
                   "AND actor_username = :u", a=action, u=user)
 
 
-def test_exports_in_four_formats_are_watermarked_audited_and_scoped(api, engine, commander,
+def test_exports_in_four_formats_are_watermarked_audited_and_scoped(api, module_engine, commander,
                                                                     stranger, worker,
                                                                     patrol_id) -> None:
     url = "/api/v1/patrols/sessions/export"
     params = {"grid": GRID}
-    before = _audits(engine, "patrol.export", "patrol_t1")
+    before = _audits(module_engine, "patrol.export", "patrol_t1")
     got = {f: api.get(url, params={**params, "format": f}, headers=commander.headers)
            for f in ("csv", "xlsx", "geojson", "gpx")}
     for f, r in got.items():
         assert r.status_code == 200, (f, r.text)
         assert "attachment" in r.headers["content-disposition"]
-    assert _audits(engine, "patrol.export", "patrol_t1") == before + 4
+    assert _audits(module_engine, "patrol.export", "patrol_t1") == before + 4
 
     lines = got["csv"].content.decode("utf-8-sig").splitlines()
     assert "patrol_t1" in lines[0] and lines[1].startswith("id,user_id,username")
@@ -460,11 +431,11 @@ def test_stats_by_week_and_month_with_children(api, commander, stranger, patrol_
 
 
 @pytest.fixture(scope="module")
-def city(engine):
-    return make_user(engine, "patrol_city", roles=["city_commander"], scope=["330300"])
+def city(module_engine):
+    return make_user(module_engine, "patrol_city", roles=["city_commander"], scope=["330300"])
 
 
-def test_targets_are_read_and_set_per_grid_type(api, engine, commander, city) -> None:
+def test_targets_are_read_and_set_per_grid_type(api, module_engine, commander, city) -> None:
     r = api.get("/api/v1/patrols/targets", headers=commander.headers)
     assert r.status_code == 200
     old = {t["grid_type"]: t for t in r.json()}["dedicated"]
@@ -478,10 +449,10 @@ def test_targets_are_read_and_set_per_grid_type(api, engine, commander, city) ->
         r = api.put(path, json=body_, headers=city.headers)
         assert r.status_code == 422, r.text
         assert field in {e["field"] for e in r.json()["errors"]}, r.text
-    before = _audits(engine, "patrol.target", "patrol_city")
+    before = _audits(module_engine, "patrol.target", "patrol_city")
     r = api.put(url, json=new, headers=city.headers)
     assert r.status_code == 200 and r.json()["min_mileage_m"] == 1500
-    assert _audits(engine, "patrol.target", "patrol_city") == before + 1
+    assert _audits(module_engine, "patrol.target", "patrol_city") == before + 1
     listed = {t["grid_type"]: t for t in api.get("/api/v1/patrols/targets",
                                                  headers=commander.headers).json()}
     assert listed["dedicated"]["min_duration_s"] == 2400

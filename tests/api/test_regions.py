@@ -7,10 +7,7 @@ import io
 
 import pytest
 from shapely.geometry import mapping, shape
-from sqlalchemy import create_engine
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
 from tests.support.users import make_user
 
 WUMA = "330302006"       # 五马街道
@@ -18,20 +15,8 @@ NANHUI = "330302025"     # 南汇街道
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-@pytest.fixture(scope="module")
-def commander(engine):
-    return make_user(engine, "wuma_cmd", roles=["township_commander"], scope=[WUMA])
-
-
-@pytest.fixture(scope="module")
-def city_admin(engine):
-    return make_user(engine, "city_admin", roles=["admin"], scope=["330300"])
+def commander(module_engine):
+    return make_user(module_engine, "wuma_cmd", roles=["township_commander"], scope=[WUMA])
 
 
 def _a_grid(http, user, township=WUMA) -> dict:

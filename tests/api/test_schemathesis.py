@@ -7,11 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import create_engine
-
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
-from tests.support.users import make_user
+from tests.support.users import township_commander
 
 ST = Path(sys.executable).parent / "st"
 #: Logging out or revoking every session would revoke the very token the run uses.
@@ -19,10 +15,8 @@ EXCLUDED = (r"^/api/v1/(auth/(logout|sessions/revoke-all|tokens/\{token_id\})"
             r"|messages/stream|patrols/live/stream|events/stream)$")
 
 
-def test_api_never_5xx_and_matches_schema(pg, module_db, live_server, tmp_path) -> None:
-    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    user = make_user(engine, "fuzzer", roles=["township_commander"], scope=["330302006"])
-    engine.dispose()
+def test_api_never_5xx_and_matches_schema(module_engine, live_server, tmp_path) -> None:
+    user = township_commander(module_engine, "fuzzer", "330302006", on_duty=False)
     result = subprocess.run(
         [str(ST), "run", f"{live_server}/openapi.json",
          "-H", f"Authorization: Bearer {user.token}",

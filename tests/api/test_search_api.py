@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
 from api.routes import search as search_routes
 from api.routes import statistics as statistics_routes
 from geoserver.config import SecuritySettings, Settings
-from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-from geoserver.database.cluster import free_port
+from geoserver.database.bootstrap import OWNER_ROLE
 from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
 from geoserver.security.crypto import crypto_from_settings
 from geoserver.services import statistics
 from geoserver.services.persons import DOCUMENT_CONTEXT
 from tests.conftest import make_settings
+from tests.support.live import app_with, serve
 from tests.support.users import make_user
 
 WUMA = "330302006"
@@ -32,13 +28,11 @@ TOWNSHIPS = {"330302006", "330302024", "330302025", "330302026"}
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    with scoped_session(e, SYSTEM_SCOPE) as s:
+def fresh_statistics(module_engine) -> None:
+    """Refresh the statistics tables once, as their job would (no jobs run in tests)."""
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         statistics.refresh_objects(s)
         statistics.refresh_events(s, full=True)
-    yield e
-    e.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -48,48 +42,32 @@ def owner(pg, module_db):
     e.dispose()
 
 
-@contextmanager
-def _serve(settings: Settings) -> Iterator[str]:
-    """Serve the app with the search and statistics routers (until app.py includes them)."""
-    from api.app import create_app
-
-    app = create_app(settings)
+def _app(settings: Settings) -> FastAPI:
+    """Build the app with the search and statistics routers (until app.py includes them)."""
+    app = app_with(settings)
     paths = {getattr(r, "path", "") for r in app.routes}
     for router in (search_routes.router, statistics_routes.router):
         if not any(getattr(r, "path", "") in paths for r in router.routes):
             app.include_router(router)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    return app
 
 
 @pytest.fixture(scope="module")
-def http(pg, module_db, engine):
+def http(pg, module_db, fresh_statistics):
     settings = make_settings(pg, module_db, jobs_enabled=False,
                              web_dir=Path("/nonexistent-web-dir"))
-    with _serve(settings) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve(_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def commander(engine):
-    return make_user(engine, "srch_cmd", roles=["township_commander"], scope=[WUMA])
+def commander(module_engine):
+    return make_user(module_engine, "srch_cmd", roles=["township_commander"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def viewer(engine):
-    return make_user(engine, "srch_viewer", roles=["viewer"], scope=[WUMA])
+def viewer(module_engine):
+    return make_user(module_engine, "srch_viewer", roles=["viewer"], scope=[WUMA])
 
 
 def _problem(resp: httpx.Response, status: int, field: str | None = None) -> dict:

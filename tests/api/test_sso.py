@@ -15,11 +15,8 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
 
 from geoserver.config import SsoSettings
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import sqlalchemy_url
 from geoserver.services.sso import SsoRejected, ZhezhengdingProvider
 from tests.conftest import make_settings, run_server
 from tests.support.users import make_user
@@ -150,20 +147,13 @@ def live_server(pg, module_db, idp) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
+def sysadm(module_engine):
+    return make_user(module_engine, "sso_sysadm", roles=["admin"], scope=["330300"])
 
 
 @pytest.fixture(scope="module")
-def sysadm(engine):
-    return make_user(engine, "sso_sysadm", roles=["admin"], scope=["330300"])
-
-
-@pytest.fixture(scope="module")
-def auditor(engine):
-    return make_user(engine, "sso_auditor", roles=["audit_admin"], scope=["330300"])
+def auditor(module_engine):
+    return make_user(module_engine, "sso_auditor", roles=["audit_admin"], scope=["330300"])
 
 
 def bind(http: httpx.Client, sysadm: Any, user_id: int, subject: str) -> httpx.Response:
@@ -174,8 +164,8 @@ def bind(http: httpx.Client, sysadm: Any, user_id: int, subject: str) -> httpx.R
 
 
 @pytest.fixture(scope="module")
-def alice(engine, http, sysadm):
-    user = make_user(engine, "alice_local", roles=["grid_worker"], scope=["330302006"])
+def alice(module_engine, http, sysadm):
+    user = make_user(module_engine, "alice_local", roles=["grid_worker"], scope=["330302006"])
     assert bind(http, sysadm, user.id, "oidc:alice-sub").status_code == 200
     return user
 
@@ -230,23 +220,23 @@ def test_id_token_naming_someone_else_is_refused(http, alice) -> None:
     assert sso(http, "oidc", "code-forged").status_code == 401
 
 
-def test_disabled_account_cannot_sign_on(http, engine, sysadm) -> None:
-    gone = make_user(engine, "gone_local", roles=["viewer"], scope=["330302006"])
+def test_disabled_account_cannot_sign_on(http, module_engine, sysadm) -> None:
+    gone = make_user(module_engine, "gone_local", roles=["viewer"], scope=["330302006"])
     assert bind(http, sysadm, gone.id, "oidc:disabled-sub").status_code == 200
     assert http.post(f"/api/v1/admin/users/{gone.id}/disable",
                      headers=sysadm.headers).status_code == 200
     assert sso(http, "oidc", "code-disabled").status_code == 401
 
 
-def test_one_identity_binds_one_account(http, engine, sysadm, alice) -> None:
-    other = make_user(engine, "alice_twin", roles=["viewer"], scope=["330302006"])
+def test_one_identity_binds_one_account(http, module_engine, sysadm, alice) -> None:
+    other = make_user(module_engine, "alice_twin", roles=["viewer"], scope=["330302006"])
     r = bind(http, sysadm, other.id, "oidc:alice-sub")
     assert r.status_code == 409
     assert bind(http, sysadm, other.id, "no-provider-prefix").status_code == 422
 
 
-def test_zhezhengding_signed_exchange(http, live_server, engine, sysadm) -> None:
-    worker = make_user(engine, "zzd_worker", roles=["grid_worker"], scope=["330302006"])
+def test_zhezhengding_signed_exchange(http, live_server, module_engine, sysadm) -> None:
+    worker = make_user(module_engine, "zzd_worker", roles=["grid_worker"], scope=["330302006"])
     assert bind(http, sysadm, worker.id, "zhezhengding:289563688").status_code == 200
     tokens_before = StandIn.calls.get("/gettoken.json", 0)
     first = sso(http, "zhezhengding", "auth-1")

@@ -15,12 +15,13 @@ from contextlib import contextmanager
 import httpx
 import mapbox_vector_tile
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
 from geoserver.database.cluster import free_port
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.geo.h3cells import cell_int
+from tests.support.places import grid_label_point
 from tests.support.users import make_user
 from tiles.discovery import with_defaults
 from tiles.registry import REGISTRY
@@ -34,35 +35,19 @@ FAR = (121.60, 29.30)
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
+def commander(module_engine):
+    return make_user(module_engine, "tile_city", roles=["city_commander"], scope=["330300"])
 
 
 @pytest.fixture(scope="module")
-def commander(engine):
-    return make_user(engine, "tile_city", roles=["city_commander"], scope=["330300"])
+def township(module_engine):
+    return make_user(module_engine, "tile_wuma", roles=["township_commander"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def township(engine):
-    return make_user(engine, "tile_wuma", roles=["township_commander"], scope=[WUMA])
-
-
-@pytest.fixture(scope="module")
-def security(engine):
+def security(module_engine):
     # 安全管理员: region.read only
-    return make_user(engine, "tile_sec", roles=["security_admin"], scope=["330300"])
-
-
-def _grid_point(engine, township_code: str) -> tuple[float, float]:
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        row = s.execute(text(
-            "SELECT ST_X(label_point), ST_Y(label_point) FROM region WHERE valid_to IS NULL "
-            "AND level = 'grid' AND grid_type <> 'dedicated' AND code LIKE :t || '%' "
-            "ORDER BY code LIMIT 1"), {"t": township_code}).one()
-    return row[0], row[1]
+    return make_user(module_engine, "tile_sec", roles=["security_admin"], scope=["330300"])
 
 
 def _add_building(engine, code: str, lon: float, lat: float, *, path: str | None = None) -> int:
@@ -172,8 +157,8 @@ def test_style_json_uses_our_layers_and_no_online_urls(http, commander, live_ser
 # --- tiles ----------------------------------------------------------------------------------
 
 
-def test_tile_is_gzipped_mvt_with_properties(http, commander, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_tile_is_gzipped_mvt_with_properties(http, commander, module_engine) -> None:
+    lon, lat = grid_label_point(module_engine, WUMA)
     r = _tile(http, commander, _url("regions", 14, lon, lat))
     assert r.headers["content-type"] == MVT
     assert r.headers["content-encoding"] == "gzip"
@@ -188,8 +173,8 @@ def test_tile_is_gzipped_mvt_with_properties(http, commander, engine) -> None:
     assert mapbox_vector_tile.decode(plain.content) == tile
 
 
-def test_etag_and_304(http, commander, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_etag_and_304(http, commander, module_engine) -> None:
+    lon, lat = grid_label_point(module_engine, WUMA)
     url = _url("regions", 13, lon, lat)
     first = _tile(http, commander, url)
     etag = first.headers["etag"]
@@ -201,9 +186,9 @@ def test_etag_and_304(http, commander, engine) -> None:
 
 
 def test_township_user_gets_nothing_of_another_township(http, township, commander,
-                                                        engine) -> None:
-    lon, lat = _grid_point(engine, OTHER)
-    _add_building(engine, "API-OTHER-1", lon, lat)
+                                                        module_engine) -> None:
+    lon, lat = grid_label_point(module_engine, OTHER)
+    _add_building(module_engine, "API-OTHER-1", lon, lat)
     url_regions, url_buildings = _url("regions", 14, lon, lat), _url("buildings", 16, lon, lat)
     mine = _decode(_tile(http, township, url_regions))
     assert all(c.startswith(WUMA) for c in _codes(mine, "regions") | _codes(mine,
@@ -234,8 +219,8 @@ def test_bad_input(http, commander, security) -> None:
                     headers=security.headers).status_code == 403
 
 
-def test_filters_change_the_tile(http, commander, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_filters_change_the_tile(http, commander, module_engine) -> None:
+    lon, lat = grid_label_point(module_engine, WUMA)
     url = _url("regions", 15, lon, lat)
     townships = _decode(_tile(http, commander, url + "?level=township"))
     assert {f["properties"]["level"] for f in townships["regions"]["features"]} == {"township"}
@@ -252,8 +237,9 @@ def _activity(pg, database: str) -> list[tuple]:
         return cur.fetchall()
 
 
-def test_a_cache_hit_never_touches_the_database(http, commander, engine, pg, module_db) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_a_cache_hit_never_touches_the_database(http, commander, module_engine, pg,
+                                                module_db) -> None:
+    lon, lat = grid_label_point(module_engine, WUMA)
     url = _url("buildings", 15, lon, lat)
     _tile(http, commander, url)
     before = _activity(pg, module_db)
@@ -312,15 +298,15 @@ def strict_pair(pg, module_db) -> Iterator[tuple[httpx.Client, httpx.Client]]:
                 proc.kill()
 
 
-def test_a_write_changes_the_touched_tile_only(strict_pair, commander, engine) -> None:
+def test_a_write_changes_the_touched_tile_only(strict_pair, commander, module_engine) -> None:
     server, _ = strict_pair
-    lon, lat = _grid_point(engine, WUMA)
-    _add_building(engine, "API-FAR-1", *FAR, path="330300.330302")
+    lon, lat = grid_label_point(module_engine, WUMA)
+    _add_building(module_engine, "API-FAR-1", *FAR, path="330300.330302")
     near, far = _url("buildings", 16, lon, lat), _url("buildings", 16, *FAR)
     near_etag = _tile(server, commander, near).headers["etag"]
     far_first = _tile(server, commander, far)
     assert "API-FAR-1" in _codes(_decode(far_first), "buildings")
-    _add_building(engine, "API-NEW-1", lon, lat)  # committed by another connection
+    _add_building(module_engine, "API-NEW-1", lon, lat)  # committed by another connection
     changed = _tile(server, commander, near)
     assert changed.headers["etag"] != near_etag
     assert "API-NEW-1" in _codes(_decode(changed), "buildings")
@@ -329,8 +315,9 @@ def test_a_write_changes_the_touched_tile_only(strict_pair, commander, engine) -
     assert kept.headers["x-tile-cache"] == "hit"
 
 
-def test_no_stale_tile_in_either_process_after_a_write(strict_pair, commander, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_no_stale_tile_in_either_process_after_a_write(strict_pair, commander,
+                                                       module_engine) -> None:
+    lon, lat = grid_label_point(module_engine, WUMA)
     url = _url("buildings", 16, lon + 0.0005, lat)
     for round_ in range(3):
         # Both processes have the tile cached ...
@@ -343,7 +330,7 @@ def test_no_stale_tile_in_either_process_after_a_write(strict_pair, commander, e
         assert len(etags) == 1  # same content, same ETag, whichever process answers
         # ... a write commits (through neither of them) ...
         code = f"API-2P-{round_}"
-        _add_building(engine, code, lon + 0.0005, lat)
+        _add_building(module_engine, code, lon + 0.0005, lat)
         # ... and the very next request to either process shows it.
         for server in strict_pair:
             r = _tile(server, commander, url)
@@ -351,14 +338,14 @@ def test_no_stale_tile_in_either_process_after_a_write(strict_pair, commander, e
             assert code in _codes(_decode(r), "buildings")
 
 
-def test_notify_mode_server_sees_a_write_once_announced(http, commander, engine, pg,
+def test_notify_mode_server_sees_a_write_once_announced(http, commander, module_engine, pg,
                                                         module_db) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+    lon, lat = grid_label_point(module_engine, WUMA)
     url = _url("buildings", 16, lon - 0.0005, lat)
     _tile(http, commander, url)
     assert _tile(http, commander, url).headers["x-tile-cache"] == "hit"
     with _announced(pg, module_db):
-        _add_building(engine, "API-NOTIFY-1", lon - 0.0005, lat)
+        _add_building(module_engine, "API-NOTIFY-1", lon - 0.0005, lat)
     # Without a round trip the server learns of the commit when its own NOTIFY arrives,
     # a fraction of a millisecond later: poll until then (never a stale tile afterwards).
     deadline = time.monotonic() + 10
@@ -368,8 +355,8 @@ def test_notify_mode_server_sees_a_write_once_announced(http, commander, engine,
     assert _tile(http, commander, url).headers["etag"] == r.headers["etag"]
 
 
-def test_every_registered_layer_renders(http, commander, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_every_registered_layer_renders(http, commander, module_engine) -> None:
+    lon, lat = grid_label_point(module_engine, WUMA)
     for layer in REGISTRY:
         z = max(layer.minzoom, min(14, layer.maxzoom))
         query = with_defaults(layer)  # a day's tracks need their day
@@ -379,13 +366,13 @@ def test_every_registered_layer_renders(http, commander, engine) -> None:
         assert set(_decode(r)) <= names
 
 
-def test_revoked_token_is_refused_at_once(strict_pair, engine) -> None:
+def test_revoked_token_is_refused_at_once(strict_pair, module_engine) -> None:
     server, _ = strict_pair
-    user = make_user(engine, "tile_revoked", roles=["city_commander"], scope=["330300"])
+    user = make_user(module_engine, "tile_revoked", roles=["city_commander"], scope=["330300"])
     url = "/tiles/regions/10/855/428.mvt"
     assert _tile(server, user, url).status_code == 200
     assert _tile(server, user, url).headers["x-tile-cache"] == "hit"  # credential cached too
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         s.execute(text("UPDATE api_token SET revoked_at = now() WHERE user_id = :u"),
                   {"u": user.id})
     assert _tile(server, user, url).status_code == 401

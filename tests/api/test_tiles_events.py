@@ -12,14 +12,15 @@ from datetime import datetime
 import httpx
 import mapbox_vector_tile
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.config import GOVERNANCE_TZ, DatabaseSettings, ServerSettings, Settings
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.geo.h3cells import cell_int
 from tests.api.test_tiles import _announced, _start_server, _wait_ready
 from tests.support.live import app_with, serve
+from tests.support.places import grid_label_point
 from tests.support.users import make_user
 from tiles.tilemath import tile_of
 
@@ -30,16 +31,9 @@ FAR = (121.60, 29.30)  # outside the demo city: no event ever lands in its tiles
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-@pytest.fixture(scope="module")
-def server(pg, module_db, engine) -> Iterator[httpx.Client]:
+def server(pg, module_db, module_engine) -> Iterator[httpx.Client]:
     """The app with the cache-hit middleware, in a thread (default consistency)."""
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         s.execute(text("INSERT INTO event_type (code, name) VALUES (:c, '瓦片测试')"), {"c": TYPE})
     settings = Settings(
         database=DatabaseSettings(database_url=pg.url(OWNER_ROLE, module_db),
@@ -51,34 +45,30 @@ def server(pg, module_db, engine) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def city(engine):
-    return make_user(engine, "tev_city", roles=["city_commander"], scope=["330300"])
+def city(module_engine):
+    return make_user(module_engine, "tev_city", roles=["city_commander"], scope=["330300"])
 
 
 @pytest.fixture(scope="module")
-def township(engine):
-    return make_user(engine, "tev_wuma", roles=["township_commander"], scope=[WUMA])
+def township(module_engine):
+    return make_user(module_engine, "tev_wuma", roles=["township_commander"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def worker(engine):
+def worker(module_engine):
     # event.read, patrol.report: no playback clearance
-    return make_user(engine, "tev_worker", roles=["grid_worker"], scope=[WUMA])
+    return make_user(module_engine, "tev_worker", roles=["grid_worker"], scope=[WUMA])
 
 
 @pytest.fixture(scope="module")
-def analyst(engine):
+def analyst(module_engine):
     # patrol.read (records and statistics) but not playback
-    return make_user(engine, "tev_analyst", roles=["analyst"], scope=["330300"])
+    return make_user(module_engine, "tev_analyst", roles=["analyst"], scope=["330300"])
 
 
 def _grid_point(engine, township_code: str, offset: float = 0.0) -> tuple[float, float]:
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        row = s.execute(text(
-            "SELECT ST_X(label_point), ST_Y(label_point) FROM region WHERE valid_to IS NULL "
-            "AND level = 'grid' AND grid_type <> 'dedicated' AND code LIKE :t || '%' "
-            "ORDER BY code LIMIT 1"), {"t": township_code}).one()
-    return row[0] + offset, row[1]
+    lon, lat = grid_label_point(engine, township_code)
+    return lon + offset, lat
 
 
 def _add_event(engine, code: str, lon: float, lat: float, *, state: str = "reported",
@@ -168,8 +158,8 @@ def test_style_colours_events_by_sla_and_draws_tracks_as_lines(server, city) -> 
     assert {"heat-events", "heat-patrols"} <= set(layers)
 
 
-def test_track_layers_need_playback_clearance(server, worker, analyst, city, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_track_layers_need_playback_clearance(server, worker, analyst, city, module_engine) -> None:
+    lon, lat = _grid_point(module_engine, WUMA)
     for user in (worker, analyst):
         names = {e["name"] for e in server.get("/tiles", headers=user.headers).json()["layers"]}
         assert "patrol_tracks" not in names and "heat_patrols" not in names
@@ -192,29 +182,29 @@ def _audits(engine, user) -> list[dict]:
             "AND action = 'patrol.tiles' ORDER BY id"), {"u": user.id})]
 
 
-def test_reading_tracks_is_audited_once_per_view(server, engine) -> None:
-    viewer = make_user(engine, "tev_viewer", roles=["township_commander"], scope=[WUMA])
-    lon, lat = _grid_point(engine, WUMA)
+def test_reading_tracks_is_audited_once_per_view(server, module_engine) -> None:
+    viewer = make_user(module_engine, "tev_viewer", roles=["township_commander"], scope=[WUMA])
+    lon, lat = _grid_point(module_engine, WUMA)
     for dx in range(3):  # one map view: several tiles, one audit row
         url = _url("patrol_tracks", 16, lon + dx * 0.006, lat, "date=2026-11-28")
         assert _get(server, viewer, url).status_code == 200
-    rows = _audits(engine, viewer)
+    rows = _audits(module_engine, viewer)
     assert len(rows) == 1 and rows[0]["object_id"] == "patrol_tracks"
     assert rows[0]["detail"]["query"] == {"date": "2026-11-28"}
     _get(server, viewer, _url("patrol_tracks", 16, lon, lat, "date=2026-11-27"))
     _get(server, viewer, _url("heat_patrols", 13, lon, lat, ""))
-    assert [r["object_id"] for r in _audits(engine, viewer)] == [
+    assert [r["object_id"] for r in _audits(module_engine, viewer)] == [
         "patrol_tracks", "patrol_tracks", "heat_patrols"]
 
 
 # --- tiles ------------------------------------------------------------------------------------
 
 
-def test_event_tiles_points_and_clusters(server, city, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA, 0.0011)
-    eid = _add_event(engine, "TE-P1", lon, lat, amber="now() + interval '1 day'",
+def test_event_tiles_points_and_clusters(server, city, module_engine) -> None:
+    lon, lat = _grid_point(module_engine, WUMA, 0.0011)
+    eid = _add_event(module_engine, "TE-P1", lon, lat, amber="now() + interval '1 day'",
                      deadline="now() + interval '2 days'")
-    _add_event(engine, "TE-P2", lon + 0.0001, lat, deadline="now() - interval '1 hour'")
+    _add_event(module_engine, "TE-P2", lon + 0.0001, lat, deadline="now() - interval '1 hour'")
     feats = _events(_get(server, city, _url("events", 16, lon, lat)))
     assert feats["TE-P1"]["id"] == eid
     assert feats["TE-P1"]["properties"]["sla"] == "green"
@@ -226,9 +216,9 @@ def test_event_tiles_points_and_clusters(server, city, engine) -> None:
     assert near and near[0]["properties"]["sla"] == "red"
 
 
-def test_township_commander_sees_only_own_events(server, city, township, engine) -> None:
-    lon, lat = _grid_point(engine, OTHER, 0.0007)
-    _add_event(engine, "TE-OTHER", lon, lat)
+def test_township_commander_sees_only_own_events(server, city, township, module_engine) -> None:
+    lon, lat = _grid_point(module_engine, OTHER, 0.0007)
+    _add_event(module_engine, "TE-OTHER", lon, lat)
     url = _url("events", 16, lon, lat)
     assert "TE-OTHER" not in _events(_get(server, township, url))  # an empty tile, not an error
     assert "TE-OTHER" in _events(_get(server, city, url))  # same URL, wider scope
@@ -240,10 +230,10 @@ def test_township_commander_sees_only_own_events(server, city, township, engine)
     assert clustered(city) == clustered(township) + 1  # counts too leave the other one out
 
 
-def test_filters_over_http(server, city, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA, 0.0023)
-    _add_event(engine, "TE-F-OPEN", lon, lat, reported="'2026-02-01T09:00:00+08:00'")
-    _add_event(engine, "TE-F-DONE", lon + 0.0001, lat, state="closed",
+def test_filters_over_http(server, city, module_engine) -> None:
+    lon, lat = _grid_point(module_engine, WUMA, 0.0023)
+    _add_event(module_engine, "TE-F-OPEN", lon, lat, reported="'2026-02-01T09:00:00+08:00'")
+    _add_event(module_engine, "TE-F-DONE", lon + 0.0001, lat, state="closed",
                reported="'2026-02-03T09:00:00+08:00'")
 
     def codes(query: str) -> set[str]:
@@ -259,8 +249,8 @@ def test_filters_over_http(server, city, engine) -> None:
     assert codes("state=open&source=police_110") == set()
 
 
-def test_bad_input_names_the_field(server, city, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA)
+def test_bad_input_names_the_field(server, city, module_engine) -> None:
+    lon, lat = _grid_point(module_engine, WUMA)
     bad = {
         "state=lost": "state", "sla=purple": "sla", "type=no%20spaces": "type",
         "time=yesterday": "time", "time=2026-02-01T00:00:00/..": "time",  # no zone
@@ -282,8 +272,9 @@ def test_bad_input_names_the_field(server, city, engine) -> None:
 # --- caching ----------------------------------------------------------------------------------
 
 
-def test_cache_hits_come_from_the_middleware_and_equal_the_route(server, city, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA, 0.0031)
+def test_cache_hits_come_from_the_middleware_and_equal_the_route(server, city,
+                                                                 module_engine) -> None:
+    lon, lat = _grid_point(module_engine, WUMA, 0.0031)
     url = _url("events", 16, lon, lat, f"type={TYPE}&severity=normal")  # asked for nowhere else
     first = _get(server, city, url)  # rendered by the route
     assert first.headers["x-tile-cache"] == "miss"
@@ -299,26 +290,26 @@ def test_cache_hits_come_from_the_middleware_and_equal_the_route(server, city, e
     assert "content-encoding" not in plain.headers and plain.headers["x-tile-cache"] == "hit"
     # Another user with the same scope: not yet known to the credential cache, so the route
     # answers (and resolves the token); the tile itself is shared.
-    other = make_user(engine, "tev_city2", roles=["city_commander"], scope=["330300"])
+    other = make_user(module_engine, "tev_city2", roles=["city_commander"], scope=["330300"])
     assert _get(server, other, url).headers["etag"] == first.headers["etag"]
     assert _get(server, other, url).headers["x-tile-cache"] == "hit"
 
 
-def test_new_event_and_state_change_invalidate_exactly_their_tiles(server, city, engine, pg,
+def test_new_event_and_state_change_invalidate_exactly_their_tiles(server, city, module_engine, pg,
                                                                     module_db) -> None:
-    lon, lat = _grid_point(engine, WUMA, 0.0042)
+    lon, lat = _grid_point(module_engine, WUMA, 0.0042)
     near, far = _url("events", 16, lon, lat), _url("events", 16, *FAR)
     near_first, far_first = _get(server, city, near), _get(server, city, far)
     assert _get(server, city, far).headers["x-tile-cache"] == "hit"
     with _announced(pg, module_db, "event"):
-        eid = _add_event(engine, "TE-NEW", lon, lat)
+        eid = _add_event(module_engine, "TE-NEW", lon, lat)
     r = _poll(server, city, near, lambda r: "TE-NEW" in _events(r))
     assert r.headers["etag"] != near_first.headers["etag"]
     kept = _get(server, city, far)
     assert kept.headers["x-tile-cache"] == "hit" and kept.headers["etag"] == far_first.headers[
         "etag"]
     with _announced(pg, module_db, "event"):
-        _set_state(engine, eid, "accepted")
+        _set_state(module_engine, eid, "accepted")
     r = _poll(server, city, near, lambda r: _events(r)["TE-NEW"]["properties"]["state"]
               == "accepted")
     assert _get(server, city, near).headers["etag"] == r.headers["etag"]  # cached again
@@ -339,16 +330,16 @@ def _db_now_past(engine, event_id: int, column: str) -> bool:
                               {"i": event_id}).scalar())
 
 
-def test_a_tile_is_never_served_past_its_colour_change(server, city, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA, 0.0053)
-    eid = _add_event(engine, "TE-TURN", lon, lat, amber="now() + interval '3 seconds'",
+def test_a_tile_is_never_served_past_its_colour_change(server, city, module_engine) -> None:
+    lon, lat = _grid_point(module_engine, WUMA, 0.0053)
+    eid = _add_event(module_engine, "TE-TURN", lon, lat, amber="now() + interval '3 seconds'",
                      deadline="now() + interval '1 hour'")
     url = _url("events", 16, lon, lat)
     seen = _events(_get(server, city, url))["TE-TURN"]["properties"]["sla"]
     again = _get(server, city, url)
-    if not _db_now_past(engine, eid, "amber_at"):  # (a very slow machine may be past it)
+    if not _db_now_past(module_engine, eid, "amber_at"):  # (a very slow machine may be past it)
         assert seen == "green" and again.headers["x-tile-cache"] == "hit"
-    while not _db_now_past(engine, eid, "amber_at"):  # no write happens meanwhile
+    while not _db_now_past(module_engine, eid, "amber_at"):  # no write happens meanwhile
         time.sleep(0.2)
     turned = _get(server, city, url)
     assert turned.headers["x-tile-cache"] == "miss"
@@ -357,7 +348,6 @@ def test_a_tile_is_never_served_past_its_colour_change(server, city, engine) -> 
 
 
 # --- two server processes -----------------------------------------------------------------------
-
 
 
 def _pair(pg, database: str, **env: str) -> Iterator[tuple[httpx.Client, httpx.Client]]:
@@ -399,45 +389,46 @@ def _cached_in_both(pair, user, url: str) -> str:
     return etags.pop()
 
 
-def test_strict_no_stale_event_tile_in_either_process(strict_pair, city, engine) -> None:
-    lon, lat = _grid_point(engine, WUMA, 0.0064)
+def test_strict_no_stale_event_tile_in_either_process(strict_pair, city, module_engine) -> None:
+    lon, lat = _grid_point(module_engine, WUMA, 0.0064)
     url = _url("events", 16, lon, lat)
     for round_ in range(2):
         _cached_in_both(strict_pair, city, url)
-        eid = _add_event(engine, f"TE-2P-{round_}", lon, lat)  # through neither process
+        eid = _add_event(module_engine, f"TE-2P-{round_}", lon, lat)  # through neither process
         for proc in strict_pair:  # the very next request shows it, with no waiting
             r = _get(proc, city, url)
             assert r.headers["x-tile-cache"] == "miss"
             assert f"TE-2P-{round_}" in _events(r)
         _cached_in_both(strict_pair, city, url)
-        _set_state(engine, eid, "accepted")
+        _set_state(module_engine, eid, "accepted")
         for proc in strict_pair:
             assert _events(_get(proc, city, url))[f"TE-2P-{round_}"]["properties"][
                 "state"] == "accepted"
 
 
-def test_strict_revoked_token_is_refused_by_the_middleware_path(strict_pair, engine) -> None:
-    user = make_user(engine, "tev_revoked", roles=["city_commander"], scope=["330300"])
+def test_strict_revoked_token_is_refused_by_the_middleware_path(strict_pair, module_engine) -> None:
+    user = make_user(module_engine, "tev_revoked", roles=["city_commander"], scope=["330300"])
     url = "/tiles/events/12/3421/1715.mvt"
     proc, _ = strict_pair
     assert _get(proc, user, url).status_code == 200
     assert _get(proc, user, url).headers["x-tile-cache"] == "hit"  # credential cached too
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         s.execute(text("UPDATE api_token SET revoked_at = now() WHERE user_id = :u"),
                   {"u": user.id})
     assert _get(proc, user, url).status_code == 401
 
 
-def test_default_mode_no_stale_tile_in_either_process_once_announced(notify_pair, city, engine,
-                                                                     pg, module_db) -> None:
+def test_default_mode_no_stale_tile_in_either_process_once_announced(notify_pair, city,
+                                                                     module_engine, pg,
+                                                                     module_db) -> None:
     """Default consistency: a process answers from memory with no round trip at all, so it
     learns of a commit when the commit's NOTIFY reaches it (a fraction of a millisecond after
     the commit returns). Once it has, neither process serves the old tile again."""
-    lon, lat = _grid_point(engine, WUMA, 0.0075)
+    lon, lat = _grid_point(module_engine, WUMA, 0.0075)
     url = _url("events", 16, lon, lat)
     old = _cached_in_both(notify_pair, city, url)
     with _announced(pg, module_db, "event"):
-        _add_event(engine, "TE-NOTIFY", lon, lat)
+        _add_event(module_engine, "TE-NOTIFY", lon, lat)
     for proc in notify_pair:
         new = _poll(proc, city, url, lambda r: "TE-NOTIFY" in _events(r)).headers["etag"]
         assert new != old

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,15 +31,21 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-@pytest.fixture
-def page(browser, request) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN",
+def open_page(browser, *, width: int = 1440, height: int = 900) -> tuple[Any, Any]:
+    """Open a page in a new zh-CN, Shanghai-time context; its errors gather in console_errors."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN",
                                   timezone_id="Asia/Shanghai")
     pg = context.new_page()
     errors: list[str] = []
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.console_errors = errors  # type: ignore[attr-defined]
+    pg.console_errors = errors
+    return context, pg
+
+
+@pytest.fixture
+def page(browser, request) -> Iterator[object]:
+    context, pg = open_page(browser)
     yield pg
     context.close()
 

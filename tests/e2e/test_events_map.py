@@ -11,15 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from geoserver.config import DatabaseSettings, ServerSettings, Settings
-from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from tests.e2e.browser import idle, login, rendered, wait_rendered
 from tests.e2e.conftest import axe_violations, screenshot
-from tests.support import live
-from tests.support.users import TestUser, make_user
+from tests.support.mobile import mobile_settings, serve
+from tests.support.places import point_in
+from tests.support.users import TestUser, grid_worker, township_commander
 
 pytestmark = pytest.mark.e2e
 
@@ -35,52 +34,25 @@ RED = (0xD3 / 255, 0x2F / 255, 0x2F / 255)
 @pytest.fixture(scope="module")
 def live_server(pg, module_db, tmp_path_factory):
     """The app with a data directory of its own (photos are stored there)."""
-    settings = Settings(
-        database=DatabaseSettings(database_url=pg.url(OWNER_ROLE, module_db),
-                                  app_database_url=pg.url(APP_ROLE, module_db),
-                                  data_dir=tmp_path_factory.mktemp("e2e-event-photos")),
-        server=ServerSettings(env="test", jobs_enabled=False))
-    with live.serve(live.app_with(settings)) as url:
+    data_dir = tmp_path_factory.mktemp("e2e-event-photos")
+    with serve(mobile_settings(pg, module_db, data_dir)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
 
 
 class People:
     """A grid worker of one grid who reports, and a second commander of the township."""
 
     def __init__(self, engine) -> None:
-        self.worker = make_user(engine, "e2e_ev_worker", roles=["grid_worker"], scope=[GRID],
-                                positions=[("grid_worker", GRID)])
-        self.rival = make_user(engine, "e2e_ev_cmd", roles=["township_commander"],
-                               scope=[TOWNSHIP], positions=[("command_centre_staff", TOWNSHIP)])
-        self.admin = make_user(engine, "e2e_ev_admin", roles=["admin"], scope=["330300"])
-        self.other = make_user(engine, "e2e_ev_worker2", roles=["grid_worker"],
-                               scope=[OTHER_GRID], positions=[("grid_worker", OTHER_GRID)])
-        self.point = point_in(engine, GRID)
-        self.other_point = point_in(engine, OTHER_GRID)
-
-
-def point_in(engine, grid: str) -> list[float]:
-    """Return a point inside a grid (lon, lat)."""
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        row = s.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p "
-                             "FROM region WHERE code = :c AND valid_to IS NULL) x"),
-                        {"c": grid}).one()
-    return [float(row[0]), float(row[1])]
+        self.worker = grid_worker(engine, "e2e_ev_worker", GRID)
+        self.rival = township_commander(engine, "e2e_ev_cmd", TOWNSHIP)
+        self.other = grid_worker(engine, "e2e_ev_worker2", OTHER_GRID)
+        self.point = list(point_in(engine, GRID))
+        self.other_point = list(point_in(engine, OTHER_GRID))
 
 
 @pytest.fixture(scope="module")
-def people(engine, http) -> People:
-    p = People(engine)
-    r = http.post("/api/v1/event-types/initialize", headers=p.admin.headers)
-    assert r.status_code == 200, r.text
-    return p
+def people(module_engine, catalogue) -> People:
+    return People(module_engine)
 
 
 def report(http: httpx.Client, people: People, description: str, *,
@@ -289,10 +261,10 @@ def test_event_photos_open_full_size(page, live_server, http, people) -> None:
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
-def test_events_tile_layer_by_sla_colour(page, live_server, http, people, engine) -> None:
+def test_events_tile_layer_by_sla_colour(page, live_server, http, people, module_engine) -> None:
     fresh = report(http, people, "小区消防通道堵塞 (正常)", other_grid=True)
     late = report(http, people, "商铺消防通道堵塞 (超时)")
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         # The accept clock of one event ran out an hour ago (the tile layer tells by colour).
         s.execute(text("UPDATE event SET deadline_at = now() - interval '1 hour', "
                        "amber_at = now() - interval '2 hours' WHERE id = :i"), {"i": late["id"]})

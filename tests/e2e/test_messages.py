@@ -4,13 +4,11 @@ dropdown lists it, and marking it read brings the count down."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
 from tests.e2e.browser import login
 from tests.e2e.conftest import axe_violations, screenshot
-from tests.support.users import make_user
+from tests.support.places import point_in
+from tests.support.users import grid_worker, township_commander
 
 pytestmark = pytest.mark.e2e
 
@@ -20,25 +18,10 @@ LEADER = f"l{GRID}"  # the demo 网格长 of the grid: receives what is dispatch
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
-@pytest.fixture(scope="module")
-def people(engine, http) -> dict:
-    worker = make_user(engine, "e2e_msg_worker", roles=["grid_worker"], scope=[GRID],
-                       positions=[("grid_worker", GRID)])
-    commander = make_user(engine, "e2e_msg_cmd", roles=["township_commander"], scope=[TOWNSHIP],
-                          positions=[("command_centre_staff", TOWNSHIP)])
-    admin = make_user(engine, "e2e_msg_admin", roles=["admin"], scope=["330300"])
-    assert http.post("/api/v1/event-types/initialize", headers=admin.headers).status_code == 200
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        row = s.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p "
-                             "FROM region WHERE code = :c AND valid_to IS NULL) x"),
-                        {"c": GRID}).one()
-    return {"worker": worker, "commander": commander, "point": [float(row[0]), float(row[1])]}
+def people(module_engine, catalogue) -> dict:
+    return {"worker": grid_worker(module_engine, "e2e_msg_worker", GRID),
+            "commander": township_commander(module_engine, "e2e_msg_cmd", TOWNSHIP),
+            "point": list(point_in(module_engine, GRID))}
 
 
 def dispatch_to_grid(http, people: dict, description: str) -> dict:

@@ -18,23 +18,17 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.config import GOVERNANCE_TZ
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.domain.tracks import TrackRules, TravelMode
 from geoserver.geo.crs import wgs84_to_gcj02
 from geoserver.services.patrol_sessions import rebuild_worker
 from tests.e2e.conftest import ARGS, CHROMIUM, SCREENSHOTS, axe_violations, screenshot
-from tests.support.mobile import (
-    grid_of_township,
-    load_catalogue,
-    mobile_settings,
-    point_in,
-    serve,
-)
-from tests.support.users import make_user
+from tests.support.mobile import load_catalogue, mobile_settings, serve
+from tests.support.places import grid_of_township, point_in
+from tests.support.users import grid_worker, township_commander
 
 pytestmark = pytest.mark.e2e
 
@@ -53,11 +47,10 @@ def server(pg, module_db, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    load_catalogue(e)
-    yield e
-    e.dispose()
+def engine(module_engine):
+    """This module's app-role engine, with the event-type catalogue loaded."""
+    load_catalogue(module_engine)
+    return module_engine
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +67,7 @@ _users = iter(range(1, 1000))
 
 
 def new_worker(engine, grid: str):
-    name = f"m_worker_{next(_users)}_{int(time.time()) % 100000}"
-    return make_user(engine, name, roles=["grid_worker"], scope=[grid],
-                     positions=[("grid_worker", grid)])
+    return grid_worker(engine, f"m_worker_{next(_users)}_{int(time.time()) % 100000}", grid)
 
 
 def phone_context(browser, start: tuple[float, float], **extra: Any):
@@ -381,9 +372,8 @@ def test_report_location_adjusted_on_the_map(phone, server, engine, grid) -> Non
 
 
 def _dispatch_to(server: str, engine, grid: str, point: tuple[float, float]) -> dict[str, Any]:
-    commander = make_user(engine, f"m_cmd_{int(time.time() * 1000) % 10**8}",
-                          roles=["township_commander"], scope=[grid[:9]],
-                          positions=[("command_centre_staff", grid[:9])])
+    commander = township_commander(engine, f"m_cmd_{int(time.time() * 1000) % 10**8}",
+                                   grid[:9])
     with httpx.Client(base_url=server, headers=commander.headers, timeout=30) as c:
         r = c.post("/api/v1/events", json={
             "type_code": "0301", "description": "楼道堆放杂物堵塞消防通道（派遣）",
@@ -469,9 +459,8 @@ def test_action_queued_offline_survives_a_reminder_meanwhile(phone, server, engi
     page.wait_for_function("() => document.getElementById('notice-text').textContent"
                            ".includes('离线')")
     # While the phone is offline the command centre reminds again: the version it saw is stale.
-    commander = make_user(engine, f"m_cmd2_{int(time.time() * 1000) % 10**8}",
-                          roles=["township_commander"], scope=[grid[:9]],
-                          positions=[("command_centre_staff", grid[:9])])
+    commander = township_commander(engine, f"m_cmd2_{int(time.time() * 1000) % 10**8}",
+                                   grid[:9])
     with httpx.Client(base_url=server, headers=commander.headers, timeout=30) as c:
         version = c.get(f"/api/v1/events/{ev['id']}").json()["version"]
         r = c.post(f"/api/v1/events/{ev['id']}/actions/remind", json={

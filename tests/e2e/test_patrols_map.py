@@ -6,19 +6,17 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-import shapely
-from shapely.geometry import LineString, Polygon
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from geoserver.config import GOVERNANCE_TZ
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
-from geoserver.geo.crs import from_metric, to_metric
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
+from geoserver.geo.crs import from_metric
 from geoserver.services import patrols
 from geoserver.services.patrol_sessions import build_pending_sessions
 from tests.e2e.browser import idle, login, rendered, wait_rendered
 from tests.e2e.conftest import axe_violations, screenshot
-from tests.support.users import make_user
+from tests.support.places import ring_inside
+from tests.support.users import grid_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -27,24 +25,9 @@ GRID = "330302006071001"
 COMMANDER = f"t{TOWNSHIP}"
 
 
-
-@pytest.fixture(scope="module")
-def engine(pg, module_db):
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
 def _walk(engine, start: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A walk round the inside of the grid, a fix every 5 s (times in epoch seconds)."""
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        wkb = s.execute(text("SELECT ST_AsBinary(geom) FROM region WHERE code = :c "
-                             "AND valid_to IS NULL"), {"c": GRID}).scalar()
-    poly = to_metric(shapely.from_wkb(bytes(wkb))).buffer(-20)
-    if poly.geom_type == "MultiPolygon":
-        poly = max(poly.geoms, key=lambda p: p.area)
-    assert isinstance(poly, Polygon)
-    ring = LineString(poly.exterior.coords)
+    ring = ring_inside(engine, GRID, inset_m=20)
     d = np.arange(0, ring.length, 6.0)
     pts = [from_metric(ring.interpolate(x)) for x in d]
     return (start.timestamp() + np.arange(d.size) * 5.0, np.array([p.x for p in pts]),
@@ -52,20 +35,19 @@ def _walk(engine, start: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def session_id(engine, http) -> int:
+def session_id(module_engine, http) -> int:
     """Points sent through the patrol API by a grid worker, built into a record by the job."""
-    worker = make_user(engine, "e2e_pt_worker", roles=["grid_worker"], scope=[GRID],
-                       positions=[("grid_worker", GRID)])
+    worker = grid_worker(module_engine, "e2e_pt_worker", GRID)
     start = datetime.now(GOVERNANCE_TZ) - timedelta(hours=2)
-    t, lon, lat = _walk(engine, start)
+    t, lon, lat = _walk(module_engine, start)
     body = {"batch_id": "e2e-walk", "crs": "WGS84", "points": [
         {"t": int(a * 1000), "lon": b, "lat": c, "accuracy": 6.0}
         for a, b, c in zip(t.tolist(), lon.tolist(), lat.tolist(), strict=True)]}
     r = http.post("/api/v1/patrols/points", json=body, headers=worker.headers)
     assert r.status_code == 201, r.text
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         build_pending_sessions(s, rules=patrols.DEFAULT_SETTINGS.rules())
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         sid = s.execute(text("SELECT id FROM patrol_session WHERE user_id = :u"),
                         {"u": worker.id}).scalar()
     assert sid is not None

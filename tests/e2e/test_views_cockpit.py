@@ -3,17 +3,14 @@ big screen (cockpit) at 1920×1080."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from sqlalchemy import create_engine, text
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.services.statistics import refresh_events, refresh_objects
 from tests.e2e.browser import DEMO_PASSWORD, idle, login, rendered
-from tests.e2e.conftest import axe_violations, screenshot
-from tests.support.users import make_user
+from tests.e2e.conftest import axe_violations, open_page, screenshot
+from tests.support.places import point_in
+from tests.support.users import grid_worker, township_commander
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +27,8 @@ class Reporter:
         self.http = http
         self.workers = []
         for i, grid in enumerate(GRIDS):
-            worker = make_user(engine, f"e2e_st_w{i}", roles=["grid_worker"], scope=[grid],
-                               positions=[("grid_worker", grid)])
-            with scoped_session(engine, SYSTEM_SCOPE) as s:
-                x, y = s.execute(text(
-                    "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-                    "WHERE code = :c AND valid_to IS NULL) q"), {"c": grid}).one()
-            self.workers.append((grid, worker, [x, y]))
+            worker = grid_worker(engine, f"e2e_st_w{i}", grid)
+            self.workers.append((grid, worker, list(point_in(engine, grid))))
 
     def report(self, i: int, type_code: str) -> dict:
         """Report an event in grid ``i`` and return it."""
@@ -49,24 +41,18 @@ class Reporter:
 
 
 @pytest.fixture(scope="module")
-def reporter(pg, module_db, http) -> Iterator[Reporter]:
-    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    admin = make_user(engine, "e2e_st_admin", roles=["admin"], scope=["330300"])
-    assert http.post("/api/v1/event-types/initialize", headers=admin.headers).status_code == 200
-    yield Reporter(engine, http)
-    engine.dispose()
+def reporter(module_engine, http, catalogue) -> Reporter:
+    return Reporter(module_engine, http)
 
 
 @pytest.fixture(scope="module")
-def events(pg, module_db, reporter) -> list[dict]:
+def events(module_engine, reporter) -> list[dict]:
     """Events reported today in three grids, and the statistics tables refreshed (the job)."""
     out = [reporter.report(i, code) for i in range(len(GRIDS))
            for code in ("0301", "0401")[: 1 + i % 2]]
-    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         refresh_objects(s)
         refresh_events(s, full=True)
-    engine.dispose()
     return out
 
 
@@ -116,11 +102,9 @@ def test_statistics_charts_choropleth_and_events_heat(page, live_server, events)
 
 
 @pytest.fixture(scope="module")
-def broadcast(pg, module_db, http) -> dict:
+def broadcast(module_engine, http) -> dict:
     """A notice (通知公告) sent to the township by a commander of it."""
-    engine = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    sender = make_user(engine, "e2e_st_sender", roles=["township_commander"], scope=[TOWNSHIP])
-    engine.dispose()
+    sender = township_commander(module_engine, "e2e_st_sender", TOWNSHIP, on_duty=False)
     r = http.post("/api/v1/mobile/broadcasts", headers=sender.headers, json={
         "region_code": TOWNSHIP, "title": "防台风通知", "body": "今晚全体网格员到岗值守。"})
     assert r.status_code == 201, r.text
@@ -162,12 +146,7 @@ def test_leader_and_work_views(page, live_server, events, broadcast) -> None:
 
 
 def test_cockpit_at_1920x1080(browser, live_server, events, reporter) -> None:
-    context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN",
-                                  timezone_id="Asia/Shanghai")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    context, page = open_page(browser, width=1920, height=1080)
     # Anonymous: sent to log in, and back to the cockpit afterwards.
     page.goto(live_server + "/cockpit/")
     page.wait_for_selector("#login-form")
@@ -206,5 +185,5 @@ def test_cockpit_at_1920x1080(browser, live_server, events, reporter) -> None:
     assert f"{COMMANDER}" in page.eval_on_selector("#watermark", "c => c.dataset.text")
     screenshot(page, "cockpit_1920")
     assert axe_violations(page) == []
-    assert errors == []
+    assert page.console_errors == []
     context.close()

@@ -12,7 +12,6 @@ from geoserver.domain.principal import SYSTEM, Principal
 from geoserver.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from geoserver.geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 from geoserver.services import addresses as svc
-from tests.support.regions import build_test_tree
 
 WUMA, NANHUI = "330302006", "330302025"
 WUMA_WEST, WUMA_EAST, NANHUI_WEST = "330302006001", "330302006002", "330302025001"
@@ -59,12 +58,6 @@ def seed_addresses(session) -> dict[str, svc.AddressPublic]:
         door("TD6", 120.11, 28.2, township=NANHUI, village=NANHUI_WEST, road="桂花街", number="8"),
     ]
     return {d["code"]: svc.create_address(session, actor=SYSTEM, data=d) for d in inputs}
-
-
-@pytest.fixture
-def tree(db) -> dict[str, str]:
-    """The hand-made region tree."""
-    return build_test_tree(db)
 
 
 @pytest.fixture

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy.orm import Session
 
 from geoserver.database.engine import SYSTEM_SCOPE, set_scope
 from geoserver.domain.principal import SYSTEM
 from geoserver.services import claims
-from tests.support.etl import EtlRun, etl_database
+from tests.support.etl import EtlRun
 
 TOWNSHIP = "330302006"
 TOWNSHIP_PATH = "330300.330302.330302006"
-
-
-@pytest.fixture(scope="module")
-def etl(pg, module_db, tmp_path_factory) -> Iterator[EtlRun]:
-    with etl_database(pg, module_db, tmp_path_factory.mktemp("etl")) as run:
-        yield run
 
 
 def _pool_address_record(etl: EtlRun) -> str:

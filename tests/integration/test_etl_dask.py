@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import geopandas as gpd
 import pyogrio
 import pytest
 import shapely
 
-from tests.support.etl import EtlRun, etl_database
+from tests.support.places import point_in
 
 pytest.importorskip("dask_geopandas")
 pytestmark = pytest.mark.slow
@@ -18,16 +17,9 @@ GRID = "330302006109001"
 
 
 @pytest.fixture(scope="module")
-def etl(pg, module_db, tmp_path_factory) -> Iterator[EtlRun]:
-    with etl_database(pg, module_db, tmp_path_factory.mktemp("etl")) as run:
-        yield run
-
-
-@pytest.fixture(scope="module")
 def small_file(etl, tmp_path_factory):
     """25 footprints in a grid (row 17 outside the city), as a GeoPackage."""
-    x, y = etl.rows("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-                    "WHERE code = :c AND valid_to IS NULL) s", c=GRID)[0]
+    x, y = point_in(etl.owner, GRID)
     geoms = [shapely.box(x + i * 8e-5, y, x + i * 8e-5 + 4e-5, y + 4e-5) for i in range(25)]
     geoms[16] = shapely.box(121.5, 29.5, 121.5001, 29.5001)
     path = tmp_path_factory.mktemp("dask") / "small.gpkg"

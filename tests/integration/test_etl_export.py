@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
 
 import pyogrio
 import pytest
@@ -13,15 +12,8 @@ import shapely
 from openpyxl import load_workbook
 
 from geoserver.geo.crs import wgs84_to_gcj02
-from tests.support.etl import EtlRun, etl_database
 
 TOWNSHIP = "330302006"  # 五马街道
-
-
-@pytest.fixture(scope="module")
-def etl(pg, module_db, tmp_path_factory) -> Iterator[EtlRun]:
-    with etl_database(pg, module_db, tmp_path_factory.mktemp("etl")) as run:
-        yield run
 
 
 @pytest.fixture(scope="module")

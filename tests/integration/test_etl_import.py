@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,23 +13,15 @@ import shapely
 
 from geoserver.geo.crs import gcj02_to_wgs84, wgs84_to_gcj02
 from geoserver.geo.measure import haversine_m
-from tests.support.etl import EtlRun, etl_database
+from tests.support.places import point_in
 
 GRID = "330302006109001"  # a grid of 五马街道 in the tiny city
 
 
 @pytest.fixture(scope="module")
-def etl(pg, module_db, tmp_path_factory) -> Iterator[EtlRun]:
-    with etl_database(pg, module_db, tmp_path_factory.mktemp("etl")) as run:
-        yield run
-
-
-@pytest.fixture(scope="module")
 def spot(etl) -> tuple[float, float]:
     """A point well inside GRID (CGCS2000 lon/lat)."""
-    row = etl.rows("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-                   "WHERE code = :c AND valid_to IS NULL) s", c=GRID)[0]
-    return float(row[0]), float(row[1])
+    return point_in(etl.owner, GRID)
 
 
 def boxes(spot: tuple[float, float], n: int, size: float = 0.00004) -> list[shapely.Polygon]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import datetime
 
 import pyogrio
@@ -19,15 +18,9 @@ from geoserver.config import GOVERNANCE_TZ
 from geoserver.database.engine import SYSTEM_SCOPE, set_scope
 from geoserver.domain.principal import SYSTEM
 from geoserver.geo.crs import from_metric, to_metric
-from tests.support.etl import EtlRun, etl_database
+from tests.support.places import point_in
 
 GRID = "330302006109001"
-
-
-@pytest.fixture(scope="module")
-def etl(pg, module_db, tmp_path_factory) -> Iterator[EtlRun]:
-    with etl_database(pg, module_db, tmp_path_factory.mktemp("etl")) as run:
-        yield run
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +177,7 @@ def event_type(etl) -> str:
 
 
 def test_historic_events_keep_their_time_once(etl, event_type, tmp_path) -> None:
-    x, y = etl.rows("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-                    "WHERE code = :c AND valid_to IS NULL) s", c=GRID)[0]
+    x, y = point_in(etl.owner, GRID)
     path = tmp_path / "events.csv"
     path.write_text("type_code,description,source,external_ref,reported_at,lon,lat\n"
                     f"{event_type},路灯不亮,hotline_12345,H-2026-1,2026-03-01 08:30,{x},{y}\n",
@@ -213,8 +205,7 @@ def _gpx(lon: float, lat: float, start: float, n: int = 30) -> bytes:
 
 
 def test_gpx_folder_of_tracks(etl, tmp_path) -> None:
-    x, y = etl.rows("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-                    "WHERE code = :c AND valid_to IS NULL) s", c=GRID)[0]
+    x, y = point_in(etl.owner, GRID)
     folder = tmp_path / "tracks"
     folder.mkdir()
     worker = f"w{GRID}"

@@ -30,6 +30,7 @@ from geoserver.services import (
     users,
 )
 from geoserver.services.event_queues import EventFilter
+from tests.support.places import point_in_session
 
 SH = ZoneInfo("Asia/Shanghai")
 CRYPTO = crypto_from_settings(SecuritySettings())
@@ -84,10 +85,7 @@ def cast(demo) -> Cast:
 
 
 def _grid_point(session, code: str = GRID) -> tuple[float, float]:
-    row = session.execute(text(
-        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-        "WHERE code = :c AND valid_to IS NULL) s"), {"c": code}).one()
-    return float(row[0]), float(row[1])
+    return point_in_session(session, code)
 
 
 def _report(cast: Cast, actor=None, *, type_code="0301", at=T0, **extra) -> events.EventDetail:

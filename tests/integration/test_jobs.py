@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session
 from geoserver.jobs.runner import JobRegistry, JobRunner, enqueue
 
 
-@pytest.fixture(scope="module")
-def engine(pg, module_db) -> Iterator[Engine]:
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    yield e
-    e.dispose()
-
-
 @pytest.fixture(autouse=True)
-def clean_tables(engine: Engine) -> None:
-    with engine.begin() as conn:
+def clean_tables(module_engine: Engine) -> None:
+    with module_engine.begin() as conn:
         conn.execute(text("DELETE FROM gridgov_meta.job_state"))
         conn.execute(text("DELETE FROM gridgov_meta.job_queue"))
 
 
-def test_periodic_job_runs_and_failures_back_off(engine: Engine) -> None:
+def test_periodic_job_runs_and_failures_back_off(module_engine: Engine) -> None:
     reg = JobRegistry()
     calls: list[str] = []
 
@@ -40,11 +31,11 @@ def test_periodic_job_runs_and_failures_back_off(engine: Engine) -> None:
         calls.append("broken")
         raise RuntimeError("boom")
 
-    runner = JobRunner(engine, reg)
+    runner = JobRunner(module_engine, reg)
     runner.run_due()
     runner.run_due()  # not due again: each ran once
     assert calls.count("ok") == 1 and calls.count("broken") == 1
-    with engine.connect() as conn:
+    with module_engine.connect() as conn:
         rows = {r.name: r for r in conn.execute(text(
             "SELECT name, failures, last_error, next_run - now() AS wait "
             "FROM gridgov_meta.job_state"))}
@@ -53,7 +44,7 @@ def test_periodic_job_runs_and_failures_back_off(engine: Engine) -> None:
     assert rows["broken"].wait.total_seconds() > 10  # backed off beyond its interval
 
 
-def test_queued_job_runs_once_and_failures_retry(engine: Engine) -> None:
+def test_queued_job_runs_once_and_failures_retry(module_engine: Engine) -> None:
     reg = JobRegistry()
     seen: list[dict] = []
 
@@ -65,15 +56,15 @@ def test_queued_job_runs_once_and_failures_retry(engine: Engine) -> None:
     def flaky(session, payload) -> None:
         raise ValueError("not yet")
 
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
+    with scoped_session(module_engine, SYSTEM_SCOPE) as s:
         enqueue(s, "echo", {"n": 1}, dedupe_key="a")
         enqueue(s, "echo", {"n": 2}, dedupe_key="a")  # same key while pending: dropped
         enqueue(s, "flaky", {})
-    runner = JobRunner(engine, reg)
+    runner = JobRunner(module_engine, reg)
     runner.run_queue()
     runner.run_queue()
     assert seen == [{"n": 1}]
-    with engine.connect() as conn:
+    with module_engine.connect() as conn:
         flaky_row = conn.execute(text(
             "SELECT attempts, done_at, last_error, run_after > now() AS later "
             "FROM gridgov_meta.job_queue WHERE kind = 'flaky'")).one()
@@ -81,17 +72,17 @@ def test_queued_job_runs_once_and_failures_retry(engine: Engine) -> None:
     assert "not yet" in flaky_row.last_error and flaky_row.later
 
 
-def test_enqueue_rolls_back_with_its_transaction(engine: Engine) -> None:
-    with pytest.raises(RuntimeError), scoped_session(engine, SYSTEM_SCOPE) as s:
+def test_enqueue_rolls_back_with_its_transaction(module_engine: Engine) -> None:
+    with pytest.raises(RuntimeError), scoped_session(module_engine, SYSTEM_SCOPE) as s:
         enqueue(s, "echo", {"n": 1})
         raise RuntimeError("caller failed")
-    with engine.connect() as conn:
+    with module_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM gridgov_meta.job_queue")).scalar() == 0
 
 
-def test_only_one_runner_leads(engine: Engine) -> None:
+def test_only_one_runner_leads(module_engine: Engine) -> None:
     reg = JobRegistry()
-    a, b = JobRunner(engine, reg, tick=0.05), JobRunner(engine, reg, tick=0.05)
+    a, b = JobRunner(module_engine, reg, tick=0.05), JobRunner(module_engine, reg, tick=0.05)
     a.start()
     b.start()
     try:

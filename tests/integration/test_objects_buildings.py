@@ -17,34 +17,16 @@ from geoserver.services.buildings import (
     update_residence,
 )
 from geoserver.services.objects import delete_object, get_object
-from tests.integration.test_objects_common import (
+from tests.support.objects import (
     IN_GRID_E_S,
     IN_GRID_W_N,
     IN_GRID_W_S,
     IN_NANHUI,
     OUTSIDE_CITY,
     make_actor,
-    make_crypto,
     scoped,
     square,
-    system_actor,
 )
-from tests.support.regions import build_test_tree
-
-
-@pytest.fixture
-def tree(db):
-    return build_test_tree(db)
-
-
-@pytest.fixture
-def crypto():
-    return make_crypto()
-
-
-@pytest.fixture
-def system():
-    return system_actor()
 
 
 def _building(db, actor, code="B-1", where=IN_GRID_W_S, **extra):

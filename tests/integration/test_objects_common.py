@@ -1,87 +1,12 @@
-"""Base data: shared fixtures for the test_objects_* modules, and schema-level rules.
-
-The test region tree (tests/support/regions.py): township 330302006 (五马, 120.0–120.5E,
-27.5–28.0N) with villages 330302006001 (west) / 330302006002 (east), each with grids 001
-(south) / 002 (north); township 330302025 (南汇) north of it.
-"""
+"""Base data: schema-level rules (helpers in tests/support/objects.py, fixtures in conftest)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from geoserver.config import SecuritySettings
-from geoserver.database.engine import set_scope
-from geoserver.domain.principal import Principal
-from geoserver.security.crypto import crypto_from_settings
-from tests.support.regions import build_test_tree
-
-KINDS = ("building", "residence", "household", "person", "organization", "key_place",
-         "city_component", "enterprise")
-WRITE_ALL = frozenset(f"{p}.{a}" for p in ("building", "person", "place", "enterprise")
-                      for a in ("read", "write"))
-
-# Points well inside known grids of the test tree.
-IN_GRID_W_S = (120.1, 27.6)    # 330302006001001
-IN_GRID_W_N = (120.1, 27.9)    # 330302006001002
-IN_GRID_E_S = (120.4, 27.6)    # 330302006002001
-IN_NANHUI = (120.1, 28.2)      # township 330302025
-OUTSIDE_CITY = (122.0, 27.6)
-
-
-def make_actor(scope: Iterable[str] = ("",), *, permissions: Iterable[str] = WRITE_ALL,
-               categories: Iterable[str] = ()) -> Principal:
-    return Principal(user_id=1, username="tester", scope=tuple(scope),
-                     permissions=frozenset(permissions),
-                     special_categories=frozenset(categories))
-
-
-def square(lon: float, lat: float, d: float = 0.0004) -> dict:
-    return {"type": "Polygon", "coordinates": [[
-        [lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat + d],
-        [lon - d, lat - d]]]}
-
-
-def point(lon: float, lat: float) -> dict:
-    return {"type": "Point", "coordinates": [lon, lat]}
-
-
-def scoped(db, *paths: str) -> Principal:
-    """Narrow the session's RLS scope and return an actor with the same scope."""
-    set_scope(db, list(paths))
-    return make_actor(paths)
-
-
-def system_actor() -> Principal:
-    """Everything, everywhere, every special population, unmasked reads allowed."""
-    return make_actor(("",), categories=("*",),
-                      permissions=WRITE_ALL | {"person.read_sensitive"})
-
-
-def make_crypto():
-    return crypto_from_settings(SecuritySettings())
-
-# Each test_objects_* module declares these three fixtures (pytest cannot share fixtures
-# between sibling modules without a conftest, which this work may not add).
-
-
-@pytest.fixture
-def tree(db):
-    return build_test_tree(db)
-
-
-@pytest.fixture
-def crypto():
-    return make_crypto()
-
-
-@pytest.fixture
-def system():
-    return system_actor()
-
+from tests.support.objects import KINDS
 
 # --- schema rules ---------------------------------------------------------------------------
 

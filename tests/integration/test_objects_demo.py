@@ -6,7 +6,6 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geoserver.config import SecuritySettings
 from geoserver.demo.divisions import RegionLevel
 from geoserver.demo.geometry import GridType, RegionShape
 from geoserver.demo.loader import DemoContext
@@ -18,16 +17,10 @@ from geoserver.domain.documents import (
     validate_uscc,
 )
 from geoserver.domain.principal import SYSTEM
-from geoserver.security.crypto import crypto_from_settings
 from geoserver.services.objects import list_objects
 from geoserver.services.persons import find_persons
-from tests.integration.test_objects_common import make_actor
+from tests.support.objects import make_actor
 from tests.support.regions import build_test_tree
-
-
-@pytest.fixture
-def crypto():
-    return crypto_from_settings(SecuritySettings())
 
 
 def _count(demo, sql: str) -> int:

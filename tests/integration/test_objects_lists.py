@@ -9,33 +9,15 @@ from geoserver.geo.crs import wgs84_to_gcj02
 from geoserver.services.buildings import create_building, create_residence
 from geoserver.services.objects import iter_rows, kinds, list_objects
 from geoserver.services.persons import create_person
-from tests.integration.test_objects_common import (
+from tests.support.objects import (
     IN_GRID_E_S,
     IN_GRID_W_S,
     IN_NANHUI,
     KINDS,
     make_actor,
-    make_crypto,
     scoped,
     square,
-    system_actor,
 )
-from tests.support.regions import build_test_tree
-
-
-@pytest.fixture
-def tree(db):
-    return build_test_tree(db)
-
-
-@pytest.fixture
-def crypto():
-    return make_crypto()
-
-
-@pytest.fixture
-def system():
-    return system_actor()
 
 
 @pytest.fixture

@@ -13,31 +13,13 @@ from geoserver.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from geoserver.services.buildings import create_building, create_residence
 from geoserver.services.objects import delete_object, get_object, list_objects
 from geoserver.services.persons import create_person, find_persons, update_person
-from tests.integration.test_objects_common import (
+from tests.support.objects import (
     IN_GRID_W_S,
     WRITE_ALL,
     make_actor,
-    make_crypto,
     scoped,
     square,
-    system_actor,
 )
-from tests.support.regions import build_test_tree
-
-
-@pytest.fixture
-def tree(db):
-    return build_test_tree(db)
-
-
-@pytest.fixture
-def crypto():
-    return make_crypto()
-
-
-@pytest.fixture
-def system():
-    return system_actor()
 
 RID = synthetic_resident_id(random.Random(1), "330302", date(1980, 5, 17), "female")
 RID2 = synthetic_resident_id(random.Random(2), "330302", date(1992, 1, 3), "male")

@@ -19,7 +19,7 @@ from geoserver.services.places import (
     update_key_place,
     update_organization,
 )
-from tests.integration.test_objects_common import (
+from tests.support.objects import (
     IN_GRID_E_S,
     IN_GRID_W_N,
     IN_GRID_W_S,
@@ -27,28 +27,10 @@ from tests.integration.test_objects_common import (
     OUTSIDE_CITY,
     WRITE_ALL,
     make_actor,
-    make_crypto,
     point,
     scoped,
     square,
-    system_actor,
 )
-from tests.support.regions import build_test_tree
-
-
-@pytest.fixture
-def tree(db):
-    return build_test_tree(db)
-
-
-@pytest.fixture
-def crypto():
-    return make_crypto()
-
-
-@pytest.fixture
-def system():
-    return system_actor()
 
 USCC = synthetic_uscc(random.Random(7), "330302")
 USCC2 = synthetic_uscc(random.Random(8), "330302")

@@ -29,6 +29,7 @@ from geoserver.security.crypto import crypto_from_settings
 from geoserver.services import auth, event_actions, event_types, partner_outbox, partners
 from geoserver.services.partners import PartnerCaller, SignedRequest
 from tests.support.partner_server import CALLBACK_PATH, PartnerServer
+from tests.support.places import point_in_session
 
 CRYPTO = crypto_from_settings(SecuritySettings())
 SETTINGS = PartnerSettings(outbox_backoff_seconds=0)
@@ -63,10 +64,7 @@ class World:
         server.clear()
         self.commander = self._principal(f"t{TOWNSHIP}")
         self.worker = self._principal(f"w{GRID}")
-        row = session.execute(text(
-            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-            "WHERE code = :c AND valid_to IS NULL) s"), {"c": GRID}).one()
-        self.point = [float(row[0]), float(row[1])]
+        self.point = list(point_in_session(session, GRID))
 
     def _principal(self, username: str) -> Principal:
         uid = self.session.execute(text("SELECT id FROM app_user WHERE username = :u"),

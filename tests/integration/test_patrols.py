@@ -12,7 +12,7 @@ from datetime import time as dtime
 import numpy as np
 import pytest
 import shapely
-from shapely.geometry import LineString, Polygon
+from shapely.geometry import LineString
 from sqlalchemy import text
 
 from geoserver.config import GOVERNANCE_TZ
@@ -22,6 +22,7 @@ from geoserver.errors import InvalidInput, NotFound, PermissionDenied, TooLarge
 from geoserver.geo.crs import from_metric, to_metric, wgs84_to_gcj02
 from geoserver.services import auth, patrol_export, patrol_stats, patrols, users
 from geoserver.services.patrol_sessions import build_pending_sessions, maintain_partitions
+from tests.support.places import ring_inside_session
 
 GRID = "330302006044001"  # 鼓楼社区第1网格, 五马街道
 OTHER_TOWNSHIP = "330302024"  # 滨江街道
@@ -30,13 +31,7 @@ RULES = patrols.DEFAULT_SETTINGS.rules()
 
 def grid_loop(session, code: str = GRID, inset: float = 20.0) -> LineString:
     """A walking loop just inside a grid's boundary (lon/lat)."""
-    wkb = session.execute(text("SELECT ST_AsBinary(geom) FROM region WHERE code = :c "
-                               "AND valid_to IS NULL"), {"c": code}).scalar()
-    poly = to_metric(shapely.from_wkb(bytes(wkb))).buffer(-inset)
-    if poly.geom_type == "MultiPolygon":
-        poly = max(poly.geoms, key=lambda p: p.area)
-    assert isinstance(poly, Polygon)
-    return from_metric(LineString(poly.exterior.coords))
+    return from_metric(ring_inside_session(session, code, inset))
 
 
 def walk_points(loop: LineString, *, start: float, speed: float = 1.3, every: float = 5.0,

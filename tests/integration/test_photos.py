@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from geoserver.config import PhotoSettings, SecuritySettings
-from geoserver.database.bootstrap import APP_ROLE
-from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, set_scope, sqlalchemy_url
+from geoserver.database.engine import SYSTEM_SCOPE, scoped_session, set_scope
 from geoserver.domain.principal import SYSTEM, Principal
 from geoserver.errors import InvalidInput, NotFound, PermissionDenied, TooLarge
 from geoserver.security.crypto import crypto_from_settings
 from geoserver.services import auth, event_actions, event_types, events, photos
 from geoserver.services.photos import PhotoStore
+from tests.support.mobile import load_catalogue
+from tests.support.places import point_in_session
 
 CRYPTO = crypto_from_settings(SecuritySettings())
 TOWNSHIP = "330302006"
@@ -62,9 +63,7 @@ def _principal(session, username: str) -> Principal:
 def _report(session, actor: Principal, *, grid: str = GRID, description: str = "占道经营",
             **kw) -> events.EventDetail:
     set_scope(session, actor.scope)
-    lon, lat = session.execute(text(
-        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-        "WHERE code = :c AND valid_to IS NULL) s"), {"c": grid}).one()
+    lon, lat = point_in_session(session, grid)
     body = {"type_code": "0401", "description": description, "crs": "CGCS2000",
             "location": {"type": "Point", "coordinates": [lon, lat]}}
     return events.report_event(session, actor=actor, data=body, crypto=CRYPTO, **kw)
@@ -311,12 +310,10 @@ def test_photo_rows_are_append_only(demo, store, worker) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(pg, module_db) -> Engine:
-    e = create_engine(sqlalchemy_url(pg.url(APP_ROLE, module_db)))
-    with scoped_session(e, SYSTEM_SCOPE) as s:
-        event_types.initialize_catalogue(s, actor=SYSTEM)
-    yield e
-    e.dispose()
+def engine(module_engine) -> Engine:
+    """This module's app-role engine, with the event-type catalogue loaded."""
+    load_catalogue(module_engine)
+    return module_engine
 
 
 def test_rollback_removes_the_files_commit_keeps_them(engine, store) -> None:

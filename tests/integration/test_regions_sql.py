@@ -7,13 +7,6 @@ from shapely.geometry import MultiPolygon, box
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.support.regions import build_test_tree
-
-
-@pytest.fixture
-def tree(db):
-    return build_test_tree(db)
-
 
 def _add(db, code, parent_code, path, geom, level="grid", grid_type="general"):
     db.execute(

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from geoserver.config import SecuritySettings
 from geoserver.domain.principal import SYSTEM, Principal
 from geoserver.errors import InvalidInput
-from geoserver.security.crypto import crypto_from_settings
 from geoserver.services.persons import DOCUMENT_CONTEXT
 from geoserver.services.search import (
     GramStats,
@@ -23,11 +21,6 @@ WUMA = "330300.330302.330302006"      # 五马街道
 BINJIANG = "330300.330302.330302024"  # 滨江街道
 READ_ALL = frozenset({"region.read", "address.read", "building.read", "place.read",
                       "enterprise.read", "person.read", "event.read"})
-
-
-@pytest.fixture
-def crypto():
-    return crypto_from_settings(SecuritySettings())
 
 
 def _actor(scope: str, permissions=READ_ALL, special=frozenset()) -> Principal:

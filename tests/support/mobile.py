@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from geoserver.config import DatabaseSettings, ServerSettings, Settings
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
@@ -15,8 +15,10 @@ from geoserver.domain.principal import SYSTEM
 from geoserver.services import event_types
 from tests.support import live
 from tests.support.db import TestCluster
+from tests.support.places import grid_of_township, point_in
 
-TOWNSHIP = "330302006"
+# bench/bench_mobile.py imports these two from here; they live in tests/support/places.py.
+__all__ = ["grid_of_township", "load_catalogue", "mobile_settings", "point_in", "serve"]
 
 
 def mobile_settings(pg: TestCluster, database: str, data_dir: Path) -> Settings:
@@ -40,20 +42,3 @@ def load_catalogue(engine: Engine) -> None:
     """Load the default event-type catalogue (the tiny demo has none)."""
     with scoped_session(engine, SYSTEM_SCOPE) as s:
         event_types.initialize_catalogue(s, actor=SYSTEM)
-
-
-def point_in(engine: Engine, region_code: str) -> tuple[float, float]:
-    """Return a point inside a region (lon, lat in storage CRS, which is WGS84 at metre level)."""
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        row = s.execute(text(
-            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM region "
-            "WHERE code = :c AND valid_to IS NULL) x"), {"c": region_code}).one()
-    return float(row[0]), float(row[1])
-
-
-def grid_of_township(engine: Engine, township: str = TOWNSHIP) -> str:
-    """Return the first grid code under a township (a general grid of a village)."""
-    with scoped_session(engine, SYSTEM_SCOPE) as s:
-        return str(s.execute(text(
-            "SELECT code FROM region WHERE level = 'grid' AND valid_to IS NULL AND code LIKE :p "
-            "ORDER BY code LIMIT 1"), {"p": township + "%"}).scalar_one())

@@ -7,6 +7,7 @@ import asyncio
 import json
 
 from api.admission import AdmissionGate
+from tests.support.aio import run_async
 
 
 def _scope() -> dict:
@@ -57,7 +58,7 @@ def test_no_more_than_the_limit_at_work_and_streams_free_their_place() -> None:
         inner.finish.set()
         await asyncio.gather(*tasks)
 
-    asyncio.run(run())
+    run_async(run())
 
 
 def test_a_request_waiting_too_long_gets_503() -> None:
@@ -77,4 +78,4 @@ def test_a_request_waiting_too_long_gets_503() -> None:
         await task
         assert first[0]["status"] == 200
 
-    asyncio.run(run())
+    run_async(run())

@@ -17,6 +17,7 @@ from api.live import (
     sse_response,
 )
 from geoserver.errors import InvalidInput, Unavailable
+from tests.support.aio import run_async
 
 MSG, LIVE = "gridgov_messages", "gridgov_patrol_live"
 A = "330300.330302.330302006"
@@ -30,7 +31,7 @@ def _hub(**kw) -> LiveHub:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return run_async(coro)
 
 
 def test_messages_go_to_their_owner_only() -> None:
