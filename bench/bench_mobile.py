@@ -40,12 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_clone  # noqa: E402
 from tests.support.live import app_with, serve  # noqa: E402
-from tests.support.mobile import (  # noqa: E402
-    grid_of_township,
-    load_catalogue,
-    mobile_settings,
-    point_in,
-)
+from tests.support.mobile import load_catalogue, mobile_settings  # noqa: E402
+from tests.support.places import grid_of_township, point_in  # noqa: E402
 
 WEB = ROOT / "web_map"
 CHROMIUM = "/usr/bin/chromium"

@@ -15,10 +15,6 @@ from geoserver.domain.principal import SYSTEM
 from geoserver.services import event_types
 from tests.support import live
 from tests.support.db import TestCluster
-from tests.support.places import grid_of_township, point_in
-
-# bench/bench_mobile.py imports these two from here; they live in tests/support/places.py.
-__all__ = ["grid_of_township", "load_catalogue", "mobile_settings", "point_in", "serve"]
 
 
 def mobile_settings(pg: TestCluster, database: str, data_dir: Path) -> Settings:
