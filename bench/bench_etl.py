@@ -1,6 +1,7 @@
 """Bench: ``etl import`` of N generated buildings from a GeoPackage (rows/s, peak memory), in one
-process and on a Dask LocalCluster of 2 workers; then claim points/s against the shapely
-STRtree floor (bench_claim.py, run side by side).
+process (then the same file again, every row unchanged) and on a Dask LocalCluster of 2
+workers; then claim points/s against the shapely STRtree floor (bench_claim.py, run side by
+side).
 
 Each import runs in a child process, so its peak resident memory (``ru_maxrss``) is its own;
 the Dask workers report theirs through ``client.run``. Between the two imports the buildings
@@ -12,6 +13,8 @@ cluster, dropped afterwards.
 
     .venv/bin/python bench/bench_etl.py [--rows 1000000] [--chunk 10000] [--workers 2]
                                         [--claim-points 200000]
+
+``--workers 0`` skips the Dask import, ``--claim-points 0`` the claim bench.
 """
 
 from __future__ import annotations
@@ -89,8 +92,8 @@ def phase(kind: str, file: Path, chunk: int, workers: int) -> dict[str, object]:
         if kind == "single":
             result = run_import(env, file, options)
             return {"seconds": result.seconds, "rows": result.read,
-                    "inserted": result.inserted, "rejected": result.rejected,
-                    "maxrss_mb": _maxrss_mb()}
+                    "inserted": result.inserted, "unchanged": result.unchanged,
+                    "rejected": result.rejected, "maxrss_mb": _maxrss_mb()}
         from spatial_etl.distributed import DistributedStage, client_for
 
         with client_for(workers=workers) as client:
@@ -151,14 +154,20 @@ def run(args: argparse.Namespace) -> None:
         print(f"single process: {single['seconds']:.1f} s, "
               f"{single['rows'] / single['seconds']:,.0f} rows/s, inserted {single['inserted']:,}"
               f", peak RSS {single['maxrss_mb']:,.0f} MiB (chunk {args.chunk:,})", flush=True)
+        # The same file again: every row is unchanged, as in a refreshed file of mostly old rows.
+        again = _child("single", file, args, env)
+        print(f"single process, same file again: {again['seconds']:.1f} s, "
+              f"{again['rows'] / again['seconds']:,.0f} rows/s, unchanged "
+              f"{again['unchanged']:,}", flush=True)
         _reset(owner_url)
-        dask = _child("dask", file, args, env)
-        print(f"dask, {args.workers} workers: {dask['seconds']:.1f} s, "
-              f"{dask['rows'] / dask['seconds']:,.0f} rows/s, inserted {dask['inserted']:,}, "
-              f"driver peak RSS {dask['maxrss_mb']:,.0f} MiB, workers "
-              f"{', '.join(f'{m:,.0f}' for m in dask['workers_maxrss_mb'])} MiB", flush=True)
-        print(f"ratio dask / single (time): {dask['seconds'] / single['seconds']:.2f}x")
-        _reset(owner_url)
+        if args.workers:
+            dask = _child("dask", file, args, env)
+            print(f"dask, {args.workers} workers: {dask['seconds']:.1f} s, "
+                  f"{dask['rows'] / dask['seconds']:,.0f} rows/s, inserted "
+                  f"{dask['inserted']:,}, driver peak RSS {dask['maxrss_mb']:,.0f} MiB, workers "
+                  f"{', '.join(f'{m:,.0f}' for m in dask['workers_maxrss_mb'])} MiB", flush=True)
+            print(f"ratio dask / single (time): {dask['seconds'] / single['seconds']:.2f}x")
+            _reset(owner_url)
     if args.claim_points:
         print(f"claim: bench_claim.py --points {args.claim_points} (auto_claim vs STRtree)",
               flush=True)
@@ -171,7 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="Dask workers; 0 skips the Dask import")
     parser.add_argument("--claim-points", type=int, default=200_000)
     parser.add_argument("--phase", choices=("single", "dask"))
     parser.add_argument("--file", type=Path)

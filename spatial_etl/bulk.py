@@ -6,7 +6,10 @@ checked and repaired; the merge then leaves the rest to the database as every wr
 the location trigger derives path and region from the geometry, and row-level security refuses
 a row outside the caller's jurisdiction. A batch that fails is split in halves until the bad
 row is found, so ``--keep-going`` loses only that row and the all-or-nothing mode can name it.
-An unchanged row (same fields, same geometry) is not rewritten and keeps its version.
+An unchanged row (same fields, same geometry) is not rewritten and keeps its version: each
+batch first drops such rows from the stage in one join on the code, so a re-import of a
+mostly unchanged file never pays the INSERT's per-row work (generated columns, constraints,
+the location lookup) for them.
 """
 
 from __future__ import annotations
@@ -124,14 +127,25 @@ def drop_rows(session: Session, load_id: str, row_nos: Sequence[int]) -> None:
 def unplaceable(session: Session, load_id: str, limit: int | None = None) -> list[tuple[int,
                                                                                       str]]:
     """Return staged rows outside every region or outside the caller's scope, with why."""
-    # The same lookup the location trigger makes, one index probe per row.
-    rows = session.execute(text(
-        "SELECT s.row_no, l.path IS NULL AS nowhere FROM etl_stage s "
-        "LEFT JOIN LATERAL gridgov_meta.locate(s.geom) l ON true WHERE s.load_id = :l "
-        "AND (l.path IS NULL OR NOT l.path <@ ANY ((SELECT gridgov_meta.scope()))) "
-        "ORDER BY s.row_no LIMIT :n"), {"l": load_id, "n": limit}).all()
-    return [(r.row_no, "lies outside the city (in no region)" if r.nowhere
-             else "lies outside your jurisdiction") for r in rows]
+    # The location trigger's rule, set-based over one batch of rows at a time
+    # (gridgov_meta.locate_staged, migration 0110).
+    found: list[tuple[int, str]] = []
+    bounds = staged_range(session, load_id)
+    lo, last = bounds if bounds is not None else (1, 0)
+    while lo <= last and (limit is None or len(found) < limit):
+        hi = min(lo + MERGE_BATCH - 1, last)
+        rows = session.execute(text(
+            "SELECT s.row_no, l.path IS NULL AS nowhere FROM etl_stage s "
+            "LEFT JOIN gridgov_meta.locate_staged(:lo, :hi) l ON l.row_no = s.row_no "
+            "WHERE s.load_id = :l AND s.row_no BETWEEN :lo AND :hi "
+            "AND (l.path IS NULL OR NOT l.path <@ ANY ((SELECT gridgov_meta.scope()))) "
+            "ORDER BY s.row_no LIMIT :n"),
+            {"l": load_id, "lo": lo, "hi": hi,
+             "n": None if limit is None else limit - len(found)}).all()
+        found += [(r.row_no, "lies outside the city (in no region)" if r.nowhere
+                   else "lies outside your jurisdiction") for r in rows]
+        lo = hi + 1
+    return found
 
 
 def staged_range(session: Session, load_id: str) -> tuple[int, int] | None:
@@ -147,38 +161,64 @@ def discard(session: Session, load_id: str) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _merge_sql(spec: BulkSpec, provided: Collection[str], locate: bool) -> str:
-    """Return the merge statement; an existing row changes only in the fields the file gives.
+def _values(spec: BulkSpec) -> dict[str, str]:
+    """Return each written column (but path and region) with its value from staged row ``s``."""
+    return {"code": "s.code",
+            **{c: f"CAST(s.props ->> '{c}' AS {t})" for c, t in spec.columns.items()},
+            "attributes": "coalesce(s.props -> 'attributes', '{}'::jsonb)",
+            "geom": "ST_Multi(s.geom)" if spec.multi else "s.geom",
+            **{f"h3_r{r}": f"s.h3_r{r}" for r in spec.resolutions}}
 
-    With ``locate``, path and region come from one set-based ``gridgov_meta.locate`` join (a
-    trusted bulk load by the owner, where the location trigger stands aside); otherwise the
-    trigger derives them row by row.
-    """
-    cols = list(spec.columns)
-    casts = [f"CAST(s.props ->> '{c}' AS {t})" for c, t in spec.columns.items()]
-    h3 = [f"h3_r{r}" for r in spec.resolutions]
-    geom = "ST_Multi(s.geom)" if spec.multi else "s.geom"
-    where = ["code", *cols, "attributes", "geom", *h3]
-    values = ["s.code", *casts, "coalesce(s.props -> 'attributes', '{}'::jsonb)", geom,
-              *(f"s.{c}" for c in h3)]
-    located = ["path", "region_id"] if locate else []
-    source = ("FROM etl_stage s LEFT JOIN LATERAL gridgov_meta.locate(s.geom) loc ON true "
-              if locate else "FROM etl_stage s ")
+
+def _changed(spec: BulkSpec, provided: Collection[str]) -> list[str]:
+    """Return the plain columns an existing row takes from the file."""
     # A column the file does not have must not blank the stored value on update.
-    changed = [c for c in [*cols, "attributes"] if c in provided]
-    sets = ", ".join(f"{c} = excluded.{c}" for c in [*changed, "geom", *h3, *located])
+    return [c for c in [*spec.columns, "attributes"] if c in provided]
+
+
+def _differs(changed: Sequence[str], new: Mapping[str, str]) -> str:
+    """Return the condition under which stored row ``t`` differs from the values ``new``."""
     # The same shape within SAME_SHAPE_DEG is unchanged (a file reprojected and back); the
     # Hausdorff distance is only computed for rows whose bytes differ.
     differs = [f"({', '.join(f't.{c}' for c in changed)}) IS DISTINCT FROM "
-               f"({', '.join(f'excluded.{c}' for c in changed)})"] if changed else []
-    differs.append("NOT (ST_OrderingEquals(t.geom, excluded.geom) OR "
-                   f"ST_HausdorffDistance(t.geom, excluded.geom) < {SAME_SHAPE_DEG!r})")
+               f"({', '.join(new[c] for c in changed)})"] if changed else []
+    differs.append(f"NOT (ST_OrderingEquals(t.geom, {new['geom']}) OR "
+                   f"ST_HausdorffDistance(t.geom, {new['geom']}) < {SAME_SHAPE_DEG!r})")
+    return " OR ".join(differs)
+
+
+def _unchanged_sql(spec: BulkSpec, provided: Collection[str]) -> str:
+    """Return the statement that drops a batch's staged rows equal to their stored row.
+
+    Exactly the rows the merge's ``ON CONFLICT … WHERE`` would leave alone; for the app role
+    only rows it may see count (row-level security on the table), as in the merge.
+    """
     return (
-        f"WITH up AS (INSERT INTO {spec.table} AS t ({', '.join([*where, *located])}) "
-        f"SELECT {', '.join([*values, *(f'loc.{c}' for c in located)])} {source}"
+        "DELETE FROM etl_stage s WHERE s.load_id = :l AND s.row_no BETWEEN :lo AND :hi "
+        f"AND EXISTS (SELECT FROM {spec.table} t WHERE t.code = s.code "
+        f"AND NOT ({_differs(_changed(spec, provided), _values(spec))}))")
+
+
+def _merge_sql(spec: BulkSpec, provided: Collection[str], locate: bool) -> str:
+    """Return the merge statement; an existing row changes only in the fields the file gives.
+
+    With ``locate``, path and region come from one set-based ``gridgov_meta.locate_staged``
+    join over the batch (a trusted bulk load by the owner, where the location trigger stands
+    aside); otherwise the trigger derives them row by row.
+    """
+    values = _values(spec)
+    h3 = [f"h3_r{r}" for r in spec.resolutions]
+    located = ["path", "region_id"] if locate else []
+    source = ("FROM etl_stage s LEFT JOIN gridgov_meta.locate_staged(:lo, :hi) loc "
+              "ON loc.row_no = s.row_no " if locate else "FROM etl_stage s ")
+    changed = _changed(spec, provided)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in [*changed, "geom", *h3, *located])
+    return (
+        f"WITH up AS (INSERT INTO {spec.table} AS t ({', '.join([*values, *located])}) "
+        f"SELECT {', '.join([*values.values(), *(f'loc.{c}' for c in located)])} {source}"
         "WHERE s.load_id = :l AND s.row_no BETWEEN :lo AND :hi ORDER BY s.row_no "
         f"ON CONFLICT (code) DO UPDATE SET {sets}, version = t.version + 1, updated_at = now() "
-        f"WHERE {' OR '.join(differs)} "
+        f"WHERE {_differs(changed, {c: f'excluded.{c}' for c in values})} "
         "RETURNING (t.xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted) AS inserted, "
         "count(*) FILTER (WHERE NOT inserted) AS updated FROM up")
@@ -213,7 +253,7 @@ def merge(session: Session, spec: BulkSpec, load_id: str, *, kind: str,
     bounds = staged_range(session, load_id)
     if bounds is None:
         return counts
-    sql = text(_merge_sql(spec, provided, locate))
+    sql = (text(_unchanged_sql(spec, provided)), text(_merge_sql(spec, provided, locate)))
     lo, last = bounds
     while lo <= last:
         hi = min(lo + batch - 1, last)
@@ -233,11 +273,14 @@ class RowRefused(Exception):
         self.reason = reason
 
 
-def _merge_range(session: Session, sql: Any, load_id: str, lo: int, hi: int,
+def _merge_range(session: Session, sql: tuple[Any, Any], load_id: str, lo: int, hi: int,
                  counts: MergeCounts, kind: str, on_reject: Reject | None) -> None:
+    unchanged, merge_sql = sql
+    bounds = {"l": load_id, "lo": lo, "hi": hi}
     try:
         with session.begin_nested():
-            r = session.execute(sql, {"l": load_id, "lo": lo, "hi": hi}).one()
+            session.execute(unchanged, bounds)
+            r = session.execute(merge_sql, bounds).one()
     except DBAPIError as exc:
         if lo == hi:
             reason = explain_failure(exc, kind)
