@@ -163,7 +163,7 @@ def report_public(body: EventCreate, session: Annotated[Session, Depends(_public
 @router.get("", response_model=EventPage)
 def list_events(session: SessionDep, user: Reader, filters: FilterDep,
                 queue: Queue | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                offset: Annotated[int, Query(ge=0)] = 0) -> EventPage:
+                offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> EventPage:
     """List events in the caller's jurisdiction: a work queue and/or filters, most urgent first."""
     return event_queues.list_events(session, actor=user, limit=limit, offset=offset,
                                     filters=filters.model_copy(update={"queue": queue}))

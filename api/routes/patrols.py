@@ -156,7 +156,7 @@ FiltersDep = Annotated[patrols.SessionFilter, Depends(_filters)]
 @router.get("/sessions")
 def list_sessions(user: CurrentUser, session: SessionDep, filters: FiltersDep,
                   limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
     """List patrol records (巡查记录) by worker, grid, region and Shanghai dates."""
     return _json(patrols.list_sessions(session, actor=user, filters=filters, limit=limit,
                                        offset=offset))

@@ -49,7 +49,8 @@ def list_regions(
     parent_code: str | None = None, level: RegionLevel | None = None,
     grid_type: GridType | None = None, q: Annotated[str | None, Query(max_length=50)] = None,
     bbox: str | None = None, sort: str = "code",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
     """List current regions inside your jurisdiction."""
     items, total = regions.list_regions(
@@ -94,7 +95,8 @@ def list_grids(
     user: Reader, session: SessionDep, parent_code: str | None = None,
     grid_type: GridType | None = None, q: Annotated[str | None, Query(max_length=50)] = None,
     bbox: str | None = None, sort: str = "code",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
     """List grids with leader, households and party members."""
     items, total = regions.list_regions(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.support.users import make_user
+
 PROBLEM = "application/problem+json"
 
 
@@ -69,3 +71,13 @@ def test_web_client_is_served_compressed(http: httpx.Client) -> None:
     assert r.status_code == 200
     assert r.headers["content-encoding"] == "gzip"
     assert r.num_bytes_downloaded * 2 < len(r.content)  # on the wire: well under half
+
+
+def test_offsets_past_bigint_are_bad_input_not_a_500(http: httpx.Client, module_engine) -> None:
+    user = make_user(module_engine, "big_numbers", roles=["township_commander"],
+                     scope=["330302006"])
+    body = _is_problem(http.get("/api/v1/regions", params={"offset": 10**27},
+                                headers=user.headers), 422)
+    assert "offset" in str(body)
+    r = http.get("/api/v1/patrols/sessions", params={"offset": 10**27}, headers=user.headers)
+    assert _is_problem(r, 422)["errors"][0]["field"].endswith("offset")
