@@ -137,8 +137,11 @@ def principal_for(session: Session, user_id: int,
     """Build the principal of an active user (optionally limited to a token's permissions)."""
     row = session.execute(text("SELECT * FROM gridgov_meta.principal_of(:u)"),
                           {"u": user_id}).first()
-    if row is None:
-        return None
+    return None if row is None else _principal(user_id, row, restrict_to)
+
+
+def _principal(user_id: int, row: Any, restrict_to: list[str] | None = None) -> Principal:
+    """Build a Principal from a row of gridgov_meta.principal_of's columns."""
     perms = frozenset(row.permissions)
     if restrict_to:
         perms = perms & frozenset(restrict_to)
@@ -156,29 +159,24 @@ def principal_for(session: Session, user_id: int,
 
 
 def resolve_session_token(session: Session, token: str) -> ResolvedCredential | None:
-    """Resolve a session cookie; touch its idle clock."""
-    row = session.execute(text("SELECT * FROM gridgov_meta.resolve_session(:h)"),
+    """Resolve a session cookie and touch its idle clock, in one round trip."""
+    row = session.execute(text("SELECT * FROM gridgov_meta.authenticate_session(:h)"),
                           {"h": _digest(token)}).first()
     if row is None:
         return None
-    principal = principal_for(session, row.user_id)
-    if principal is None:
-        return None
-    session.execute(text("SELECT gridgov_meta.touch_session(:s)"), {"s": row.session_id})
-    return ResolvedCredential(principal, session_id=row.session_id, csrf_hash=row.csrf_hash)
+    return ResolvedCredential(_principal(int(row.user_id), row), session_id=row.session_id,
+                              csrf_hash=row.csrf_hash)
 
 
 def resolve_api_token(session: Session, token: str) -> ResolvedCredential | None:
-    """Resolve a personal API token (``Authorization: Bearer ggv_…``)."""
-    row = session.execute(text("SELECT * FROM gridgov_meta.resolve_token(:h)"),
+    """Resolve a personal API token (``Authorization: Bearer ggv_…``) in one round trip."""
+    row = session.execute(text("SELECT * FROM gridgov_meta.authenticate_token(:h)"),
                           {"h": hash_token(token)}).first()
     if row is None:
         return None
-    principal = principal_for(session, row.user_id, list(row.permissions) or None)
-    if principal is None:
-        return None
-    session.execute(text("SELECT gridgov_meta.touch_token(:t)"), {"t": row.token_id})
-    return ResolvedCredential(principal, token_id=row.token_id)
+    return ResolvedCredential(
+        _principal(int(row.user_id), row, list(row.token_permissions) or None),
+        token_id=row.token_id)
 
 
 def logout(session: Session, *, session_id: int) -> None:

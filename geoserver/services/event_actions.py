@@ -44,7 +44,7 @@ from geoserver.services.events import (
     UnitTarget,
     checked_photos,
     db_now,
-    get_event,
+    event_detail,
     load_event,
     reader_of,
     rule_of,
@@ -128,11 +128,13 @@ def act(session: Session, *, actor: Principal, event_id: int, action: EventActio
     if uploads and photo_store is not None:
         evidence.attach(session, actor=actor, event_id=ev.id, stage=act_enum.value,
                         uploads=uploads, store=photo_store)
-    sync_clocks(session, ev.id, rule, settings, ctx.at)
+    calendar = sync_clocks(session, ev.id, rule, settings, ctx.at)
     audit(session, actor=actor, action=f"event.{act_enum}", object_kind="event",
           object_id=str(ev.id), before={"state": ev.state.value, "version": ev.version},
           after={"state": new_state.value, **ctx.record}, context=context)
-    return get_event(session, actor=reader_of(actor), event_id=ev.id, settings=settings)
+    # Actions never change an event's type or severity: its rule and the calendar still hold.
+    return event_detail(session, actor=reader_of(actor), ev=load_event(session, ev.id),
+                        rule=rule, calendar=calendar, settings=settings)
 
 
 def _stale(ev: LoadedEvent, rule: EffectiveRule) -> Conflict:

@@ -8,6 +8,7 @@ with a comparison; ``clocks_at`` recomputes any past moment from the history alo
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -36,7 +37,8 @@ class ClockPublic(BaseModel):
     at: datetime
 
 
-def _public(state: ClockState) -> ClockPublic:
+def public(state: ClockState) -> ClockPublic:
+    """Return a clock state as the API shows it."""
     assert state.phase is not None
     return ClockPublic(phase=state.phase, unit=state.unit.value,
                        limit_seconds=state.limit_seconds, elapsed_seconds=state.elapsed_seconds,
@@ -49,13 +51,22 @@ def _public(state: ClockState) -> ClockPublic:
 def compute(session: Session, *, event_id: int, rule: EffectiveRule, calendar: WorkCalendar,
             at: datetime, amber_share: float) -> list[ClockState]:
     """Return the event's phase clocks as they stood at ``at``, from history and extensions."""
-    entries = session.execute(text(
+    history = [(r.at, EventState(r.to_state)) for r in session.execute(text(
         "SELECT at, to_state FROM event_history WHERE event_id = :e AND at <= :at ORDER BY id"),
-        {"e": event_id, "at": at}).all()
+        {"e": event_id, "at": at}).all()]
     extensions: dict[str, float] = dict(session.execute(text(
         "SELECT phase, sum(seconds) FROM event_extension WHERE event_id = :e AND approved "
         "AND decided_at <= :at GROUP BY phase"), {"e": event_id, "at": at}).all())
-    segments = segments_from_history((r.at, EventState(r.to_state)) for r in entries)
+    return states_of(history, extensions, rule=rule, calendar=calendar, at=at,
+                     amber_share=amber_share)
+
+
+def states_of(history: Iterable[tuple[datetime, EventState]], extensions: Mapping[str, float],
+              *, rule: EffectiveRule, calendar: WorkCalendar, at: datetime,
+              amber_share: float) -> list[ClockState]:
+    """Return the phase clocks at ``at`` of an event with this history (moment, new state)
+    and these approved extensions (seconds per phase)."""
+    segments = segments_from_history(history)
     states = []
     for phase in Phase:
         if phase not in segments:
@@ -71,16 +82,26 @@ def compute(session: Session, *, event_id: int, rule: EffectiveRule, calendar: W
 def clocks_at(session: Session, *, event_id: int, rule: EffectiveRule, calendar: WorkCalendar,
               at: datetime, amber_share: float) -> list[ClockPublic]:
     """Return the event's phase clocks at any moment, recomputed from the history."""
-    return [_public(s) for s in compute(session, event_id=event_id, rule=rule,
-                                        calendar=calendar, at=at, amber_share=amber_share)]
+    return [public(s) for s in compute(session, event_id=event_id, rule=rule,
+                                       calendar=calendar, at=at, amber_share=amber_share)]
 
 
-def sync(session: Session, *, event_id: int, rule: EffectiveRule, calendar: WorkCalendar,
-         now: datetime, amber_share: float) -> ClockState | None:
-    """Rewrite the event's clock cache; return the running clock, if any."""
-    running = None
-    for state in compute(session, event_id=event_id, rule=rule, calendar=calendar, at=now,
-                         amber_share=amber_share):
+def opening(*, rule: EffectiveRule, calendar: WorkCalendar, at: datetime,
+            amber_share: float) -> list[ClockState]:
+    """Return the clocks of an event reported at ``at`` (its history is that one row)."""
+    return states_of([(at, EventState.REPORTED)], {}, rule=rule, calendar=calendar, at=at,
+                     amber_share=amber_share)
+
+
+def running_clock(states: Iterable[ClockState]) -> ClockState | None:
+    """Return the clock that runs, if any (its deadline is the event's)."""
+    return next((s for s in states if s.running), None)
+
+
+def write(session: Session, *, event_id: int, states: Iterable[ClockState],
+          rule: EffectiveRule, calendar: WorkCalendar) -> None:
+    """Write clock states into the event's clock cache (the event row's deadline aside)."""
+    for state in states:
         assert state.phase is not None
         session.execute(text(
             "INSERT INTO event_clock (event_id, phase, unit, limit_seconds, extension_seconds, "
@@ -98,8 +119,15 @@ def sync(session: Session, *, event_id: int, rule: EffectiveRule, calendar: Work
                  calendar.office_hours), "el": state.elapsed_seconds, "r": state.running,
              "s": state.started_at, "st": state.stopped_at, "d": state.deadline,
              "a": state.amber_at, "c": state.status.value})
-        if state.running:
-            running = state
+
+
+def sync(session: Session, *, event_id: int, rule: EffectiveRule, calendar: WorkCalendar,
+         now: datetime, amber_share: float) -> ClockState | None:
+    """Rewrite the event's clock cache; return the running clock, if any."""
+    states = compute(session, event_id=event_id, rule=rule, calendar=calendar, at=now,
+                     amber_share=amber_share)
+    write(session, event_id=event_id, states=states, rule=rule, calendar=calendar)
+    running = running_clock(states)
     session.execute(text("UPDATE event SET deadline_at = :d, amber_at = :a WHERE id = :e"),
                     {"d": running.deadline if running else None,
                      "a": running.amber_at if running else None, "e": event_id})

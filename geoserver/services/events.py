@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from geoserver.config import EventSettings
+from geoserver.domain.clock import WorkCalendar
 from geoserver.domain.documents import DocumentInvalid, mask_phone, normalize_phone
 from geoserver.domain.events import (
     ACTION_PERMISSION,
@@ -327,28 +328,50 @@ def db_now(session: Session) -> datetime:
     return session.execute(text("SELECT now()")).scalar_one()  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class Fresh:
+    """What is known of an event created in this transaction (its detail reads less)."""
+
+    clocks: list[ClockPublic]
+    photos: bool
+
+
 def get_event(session: Session, *, actor: Principal, event_id: int,
               settings: EventSettings = DEFAULT_SETTINGS) -> EventDetail:
     """Return an event with its history, routes ("why"), assignments and live clocks."""
     if not actor.can("event.read"):
         raise PermissionDenied("reading events needs the permission event.read")
     ev = load_event(session, event_id)
-    rule = rule_of(session, ev.row)
-    calendar = load_calendar(session, office_hours=settings.office)
-    clocks = event_clocks.clocks_at(session, event_id=ev.id, rule=rule, calendar=calendar,
-                                    at=db_now(session), amber_share=settings.amber_share)
-    pending = session.execute(text(
-        "SELECT id, phase, seconds / 3600.0 AS hours, reason, requested_at FROM event_extension "
-        "WHERE event_id = :e AND decided_at IS NULL"), {"e": ev.id}).mappings().first()
+    return event_detail(session, actor=actor, ev=ev, rule=rule_of(session, ev.row),
+                        calendar=load_calendar(session, office_hours=settings.office),
+                        settings=settings)
+
+
+def event_detail(session: Session, *, actor: Principal, ev: LoadedEvent, rule: EffectiveRule,
+                 calendar: WorkCalendar, settings: EventSettings,
+                 fresh: Fresh | None = None) -> EventDetail:
+    """Build an event's detail; ``fresh`` skips what a just-reported event cannot have yet
+    (assignments, extensions; photos unless some came with it) and gives its clocks."""
+    if fresh is None:
+        clocks = event_clocks.clocks_at(session, event_id=ev.id, rule=rule, calendar=calendar,
+                                        at=db_now(session), amber_share=settings.amber_share)
+        pending = session.execute(text(
+            "SELECT id, phase, seconds / 3600.0 AS hours, reason, requested_at "
+            "FROM event_extension WHERE event_id = :e AND decided_at IS NULL"),
+            {"e": ev.id}).mappings().first()
+        assignments = _assignments(session, ev.id)
+    else:
+        clocks, pending, assignments = fresh.clocks, None, []
     allowed = [a.value for a in allowed_actions(
         ev.state, verification_required=rule.verification_required)
         if actor.can(ACTION_PERMISSION[a])]
+    photos = (evidence.photos_of(session, actor=actor, event_id=ev.id)
+              if fresh is None or fresh.photos else [])
     return EventDetail(
         **event_public(ev.row).model_dump(), allowed_actions=allowed,
         history=_history(session, ev.id), routes=_routes(session, ev.id),
-        assignments=_assignments(session, ev.id), clocks=clocks,
-        pending_extension=dict(pending) if pending else None,
-        photos=evidence.photos_of(session, actor=actor, event_id=ev.id))
+        assignments=assignments, clocks=clocks,
+        pending_extension=dict(pending) if pending else None, photos=photos)
 
 
 def clocks_at(session: Session, *, actor: Principal, event_id: int, at: datetime,
@@ -475,12 +498,15 @@ def _phone(crypto: PersonalDataCrypto, phone: str | None) -> dict[str, Any]:
 
 
 def _active_type(session: Session, code: str) -> tuple[int, list[int], dict[int, str]]:
-    row = session.execute(text("SELECT id, active FROM event_type WHERE code = :c"),
-                          {"c": code}).first()
-    if row is None or not row.active:
+    """Return an active type's id, its chain (sub-type first) and the chain's names."""
+    rows = session.execute(text(
+        "WITH RECURSIVE up AS (SELECT id, parent_id, name, active, 0 AS n FROM event_type "
+        "WHERE code = :c UNION ALL SELECT e.id, e.parent_id, e.name, e.active, up.n + 1 "
+        "FROM event_type e JOIN up ON e.id = up.parent_id WHERE up.n < 10) "
+        "SELECT id, name, active FROM up ORDER BY n"), {"c": code}).all()
+    if not rows or not rows[0].active:
         raise InvalidInput(f"unknown event type {code!r}", field="type_code")
-    chain = event_types.type_chain(session, int(row.id))
-    return int(row.id), chain, type_names(session, chain)
+    return int(rows[0].id), [int(r.id) for r in rows], {int(r.id): str(r.name) for r in rows}
 
 
 def type_names(session: Session, ids: list[int]) -> dict[int, str]:
@@ -494,12 +520,13 @@ _INSERT = """
 INSERT INTO event (id, code, event_type_id, source, severity, state, level, centre_unit_id,
     title, description, address, standard_address_id, geom, path, grid_code, township_code,
     h3_r7, h3_r8, h3_r9, no_rule_matched, address_not_found, reporter_user_id, reporter_name,
-    reporter_phone_enc, reporter_phone_hash, reporter_phone_masked, external_ref, reported_at)
+    reporter_phone_enc, reporter_phone_hash, reporter_phone_masked, external_ref, reported_at,
+    deadline_at, amber_at)
 VALUES (:id, :code, :t, :src, :sev, 'reported', :lvl, :centre, :title, :descr, :addr, :said,
     CASE WHEN CAST(:x AS float8) IS NULL THEN NULL
          ELSE ST_SetSRID(ST_Point(:x, :y), 4490) END,
     CAST(:path AS ltree), :grid, :township, :h7, :h8, :h9, :norule, :nf, :uid, :rname, :pe, :ph,
-    :pm, :ext, :at)
+    :pm, :ext, :at, :deadline, :amber)
 RETURNING path::text AS path
 """
 
@@ -523,8 +550,6 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
     report: EventCreate = validated(EventCreate, data)
     uploads = checked_photos(photos, photo_store)
     type_id, chain, names = _active_type(session, report.type_code)
-    session.execute(text("SELECT set_config('gridgov.event_snap_m', :m, true)"),
-                    {"m": str(settings.snap_tolerance_m)})
     place = _place(session, actor, report, settings)
     assert place.path is not None
     if not actor.covers(place.path):
@@ -535,10 +560,20 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
     rule = event_types.rule_for(session, chain, report.severity.value)
     decision = routing.decide(session, type_chain=chain, type_names=names,
                               severity=report.severity.value, path=place.path,
-                              grid_code=place.grid_code, level=level, rule=rule)
-    centre = routing.centre_for(session, place.path, level)
-    at = at or db_now(session)
-    event_id = int(session.execute(text("SELECT nextval('event_id_seq')")).scalar_one())
+                              grid_code=place.grid_code, level=level, rule=rule, regions=regions)
+    centre = (decision.unit if decision.rule_kind == "none"
+              else routing.centre_for(session, place.path, level))
+    # The id, the moment and the insert trigger's snap tolerance in one round trip.
+    ids = session.execute(text(
+        "SELECT nextval('event_id_seq') AS id, now() AS at, "
+        "set_config('gridgov.event_snap_m', :m, true)"),
+        {"m": str(settings.snap_tolerance_m)}).one()
+    event_id, at = int(ids.id), at or ids.at
+    # The accept clock opens with the report; its deadline goes into the event row at once.
+    calendar = load_calendar(session, office_hours=settings.office)
+    clocks = event_clocks.opening(rule=rule, calendar=calendar, at=at,
+                                  amber_share=settings.amber_share)
+    running = event_clocks.running_clock(clocks)
     params = {
         "id": event_id, "code": f"E{at:%Y%m%d}{event_id:06d}", "t": type_id,
         "src": report.source.value, "sev": report.severity.value, "lvl": level.value,
@@ -549,10 +584,11 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
         "township": township.code if township else None, "norule": decision.no_rule_matched,
         "nf": place.address_not_found, "uid": actor.user_id, "rname": report.reporter_name,
         "ext": report.external_ref, "at": at, **_cells(place),
+        "deadline": running.deadline if running else None,
+        "amber": running.amber_at if running else None,
         **_phone(crypto, report.reporter_phone)}
-    try:
-        with session.begin_nested():
-            session.execute(text(_INSERT), params)
+    try:  # (a failed insert fails the request: its transaction rolls back whole)
+        session.execute(text(_INSERT), params)
     except DBAPIError as exc:
         raise dberrors.translate(exc) from None
     routing.store(session, event_id=event_id, decision=decision)
@@ -568,8 +604,11 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
     if report.resolved_on_spot:
         return _resolve_on_spot(session, actor=actor, event_id=event_id, data=report,
                                 settings=settings, context=context, at=at)
-    sync_clocks(session, event_id, rule, settings, at)
-    return get_event(session, actor=reader_of(actor), event_id=event_id, settings=settings)
+    event_clocks.write(session, event_id=event_id, states=clocks, rule=rule, calendar=calendar)
+    return event_detail(session, actor=reader_of(actor), ev=load_event(session, event_id),
+                        rule=rule, calendar=calendar, settings=settings,
+                        fresh=Fresh(clocks=[event_clocks.public(c) for c in clocks],
+                                    photos=bool(uploads)))
 
 
 def _cells(place: _Place) -> dict[str, int | None]:
@@ -697,11 +736,12 @@ def write_history(session: Session, *, event_id: int, action: str,
 
 
 def sync_clocks(session: Session, event_id: int, rule: EffectiveRule, settings: EventSettings,
-                 at: datetime) -> None:
-    """Recompute the event's clock cache from its history as of ``at``."""
-    event_clocks.sync(session, event_id=event_id, rule=rule,
-                      calendar=load_calendar(session, office_hours=settings.office), now=at,
+                at: datetime) -> WorkCalendar:
+    """Recompute the event's clock cache from its history as of ``at``; return the calendar."""
+    calendar = load_calendar(session, office_hours=settings.office)
+    event_clocks.sync(session, event_id=event_id, rule=rule, calendar=calendar, now=at,
                       amber_share=settings.amber_share)
+    return calendar
 
 
 # --- duplicates ----------------------------------------------------------------------------------

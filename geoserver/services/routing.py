@@ -78,12 +78,12 @@ def units(session: Session, *, ids: Sequence[int] = (), codes: Sequence[str] = (
 
 def centre_for(session: Session, path: str, level: Level) -> UnitRef | None:
     """Return the command centre (指挥室) at ``level`` above ``path``."""
-    row = session.execute(text(
-        "SELECT id FROM gridgov_meta.event_centre_for(CAST(:p AS ltree), :l)"),
+    r = session.execute(text(
+        "SELECT u.id, u.code, u.name, u.kind, u.region_code, u.path::text AS path "
+        "FROM gridgov_meta.event_centre_for(CAST(:p AS ltree), :l) c "
+        "CROSS JOIN LATERAL gridgov_meta.event_org_units(ARRAY[c.id], NULL) u"),
         {"p": path, "l": level.value}).first()
-    if row is None:
-        return None
-    return units(session, ids=[int(row[0])])[0]
+    return None if r is None else UnitRef(r.id, r.code, r.name, r.kind, r.region_code, r.path)
 
 
 def units_of(session: Session, user_id: int | None) -> frozenset[int]:
@@ -112,8 +112,11 @@ def _candidates(session: Session, type_chain: Sequence[int], severity: str, path
 
 def decide(session: Session, *, type_chain: Sequence[int], type_names: Mapping[int, str],
            severity: str, path: str, grid_code: str | None, level: Level,
-           rule: EffectiveRule) -> RouteDecision:
-    """Return where an event at ``path`` goes when routed at ``level``, and why."""
+           rule: EffectiveRule, regions: Sequence[RegionRef] | None = None) -> RouteDecision:
+    """Return where an event at ``path`` goes when routed at ``level``, and why.
+
+    ``regions`` is ``regions_above(path)`` when the caller has it already.
+    """
     candidates = [c for c in _candidates(session, type_chain, severity, path, level)
                   if c.target_kind == "unit" or grid_code]
     chosen = choose_rule(candidates, type_chain)
@@ -123,7 +126,7 @@ def decide(session: Session, *, type_chain: Sequence[int], type_names: Mapping[i
                              grid_code if chosen.target_kind == "grid" else None,
                              "routing_rule", chosen.rule_id, rule.rule_id,
                              describe_rule(chosen, dict(type_names), level.value), False)
-    chain = regions_above(session, path)
+    chain = regions if regions is not None else regions_above(session, path)
     township = level_region(chain, Level.TOWNSHIP)
     if level is Level.TOWNSHIP and township is not None and rule.default_platform:
         found = units(session, codes=[f"{rule.default_platform}{township.code}"])

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
+from geoserver.database.engine import sqlalchemy_url
 from tests.support.users import make_user
 
 
@@ -156,3 +157,47 @@ def test_audit_log_is_append_only_for_the_app(pg, module_db) -> None:
         owner.rollback()
     finally:
         owner.close()
+
+
+def test_credentials_are_touched_at_most_every_30_or_60_seconds(http, live_server, pg, module_db,
+                                                                module_engine) -> None:
+    """One statement resolves a credential and touches its clock, throttled as before."""
+    carol = make_user(module_engine, "carol_touch", roles=["viewer"])
+    owner = create_engine(sqlalchemy_url(pg.url(OWNER_ROLE, module_db)))
+
+    def column(sql: str) -> object:
+        with owner.begin() as conn:
+            return conn.execute(text(sql), {"u": carol.id}).scalar_one()
+
+    def write(sql: str) -> None:
+        with owner.begin() as conn:
+            conn.execute(text(sql), {"u": carol.id})
+
+    token_used = "SELECT last_used_at FROM api_token WHERE user_id = :u"
+    assert column(token_used) is None
+    assert http.get("/api/v1/auth/me", headers=carol.headers).status_code == 200
+    first = column(token_used)
+    assert first is not None
+    assert http.get("/api/v1/auth/me", headers=carol.headers).status_code == 200
+    assert column(token_used) == first  # within 60 s: not written again
+    write("UPDATE api_token SET last_used_at = now() - interval '2 minutes' "
+          "WHERE user_id = :u")
+    assert http.get("/api/v1/auth/me", headers=carol.headers).status_code == 200
+    assert column(token_used) > first  # type: ignore[operator]
+
+    r = _login(http, "carol_touch", carol.password)
+    seen = "SELECT max(last_seen_at) FROM web_session WHERE user_id = :u AND revoked_at IS NULL"
+    write("UPDATE web_session SET last_seen_at = now() - interval '40 seconds' "
+          "WHERE user_id = :u")
+    before = column(seen)
+    with _cookie_client(live_server, r) as c:
+        assert c.get("/api/v1/auth/me").json()["username"] == "carol_touch"
+    assert column(seen) > before  # type: ignore[operator]
+    # Past its idle limit the session is refused, and nothing is touched.
+    write("UPDATE web_session SET last_seen_at = now() - interval '30 days' "
+          "WHERE user_id = :u")
+    stale = column(seen)
+    with _cookie_client(live_server, r) as c:
+        assert c.get("/api/v1/auth/me").status_code == 401
+    assert column(seen) == stale
+    owner.dispose()
