@@ -4,9 +4,10 @@ Over real HTTP against the whole app (served in this process by uvicorn, as test
 clone of the test cluster's tiny template loaded with the ``demo`` city (``--scale demo``,
 several minutes to load; ``tiny`` skips the load):
 
-(a) Intake: ``--rate`` reports a second (default 50) for ``--seconds`` (default 60) from a
-    separate client process, open loop — each report is sent at its scheduled moment whatever
-    the earlier answers, and its latency counts from that moment, so a slow server cannot hide
+(a) Intake: ``--rate`` reports a second (default 50) for ``--seconds`` (default 60), after
+    ``--warmup`` seconds (default 10) at the same rate, from a separate client process, open
+    loop — each report is sent at its scheduled moment whatever the earlier answers, and its
+    latency counts from that moment, so a slow server cannot hide
     its queue. Each report is a point in a random grid of the city, a random event type, from a
     city-wide commander: located (grid, or nearest within tolerance), routed by the rules (the
     route and its reason stored), opened with history, clocks and audit. Printed: request
@@ -20,17 +21,19 @@ several minutes to load; ``tiny`` skips the load):
     ``GET /api/v1/events?queue=…`` (one page of 50, with its total) is timed for a township
     command centre and a city-wide commander: p50/p99 per queue.
 
-The server's connection pool is ``--pool-size`` + as many overflow (default 20 + 20): at
-least the 40 threads FastAPI runs sync handlers on. With the default 8 + 8, an overloaded
-server stalls — threads holding a request's connection wait for a free thread to run the
-handler while the other threads wait 30 s for a connection.
+The server runs as the app's defaults have it: a pool of ``--pool-size`` connections (default 8)
++ as many overflow, and an admission gate letting that many requests work at once (requests
+past it wait on the event loop holding neither a thread nor a connection). ``--workers N``
+serves with N uvicorn processes, as ``gridgov serve --workers N`` does; their samples are
+gathered over SIGUSR1.
 
 No thresholds: the machine is shared and small; read the order of magnitude. The loaded demo
 city takes ~10 minutes; ``--keep NAME`` keeps the database on the test cluster under that name
 and reuses it next time (events generated earlier count towards ``--events``).
 
     .venv/bin/python bench/bench_events.py [--scale demo|tiny] [--rate 50 [20 …]]
-        [--seconds 60] [--events 1000000] [--requests 60] [--pool-size 20]
+        [--seconds 60] [--warmup 10] [--events 1000000] [--requests 60] [--pool-size 8]
+        [--workers 1]
         [--keep NAME] [--only intake|queues]
 """
 
@@ -42,6 +45,7 @@ import logging
 import multiprocessing as mp
 import os
 import random
+import signal
 import statistics
 import sys
 import threading
@@ -76,22 +80,15 @@ def line(label: str, ms: list[float]) -> str:
 
 
 class ServerClock:
-    """Time spent in requests (at the server) and in SQL statements (at the driver)."""
+    """Time spent in requests (at the server) and in SQL statements (at the driver), each
+    sample stamped with the wall-clock moment it ended, so that a window can be cut out and
+    the samples of several server processes merged."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.request_s = 0.0
-        self.sql_s = 0.0
-        self.statements = 0
-        self.requests = 0
-        self.steps: dict[str, list[float]] = {}
-
-    def reset(self) -> None:
-        """Start counting afresh."""
-        with self.lock:
-            self.request_s = self.sql_s = 0.0
-            self.statements = self.requests = 0
-            self.steps = {}
+        self.requests: list[tuple[float, float]] = []  # (ended, seconds)
+        self.sql: list[tuple[float, float]] = []
+        self.steps: dict[str, list[tuple[float, float]]] = {}  # name → (ended, ms)
 
     def watch_engine(self, engine: Engine) -> None:
         """Time every statement the engine runs."""
@@ -104,8 +101,7 @@ class ServerClock:
         def _after(conn: Any, *_: Any) -> None:
             spent = time.perf_counter() - conn.info["bench_t0"].pop()
             with self.lock:
-                self.sql_s += spent
-                self.statements += 1
+                self.sql.append((time.time(), spent))
 
     def timed_step(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a service step so its durations are recorded under ``name``."""
@@ -117,36 +113,117 @@ class ServerClock:
             finally:
                 spent = (time.perf_counter() - t) * 1000
                 with self.lock:
-                    self.steps.setdefault(name, []).append(spent)
+                    self.steps.setdefault(name, []).append((time.time(), spent))
 
         return wrapper
 
+    def time_steps(self) -> None:
+        """Time locate (the report's place: grid or nearest within tolerance) and route."""
+        from geoserver.services import events, routing
+
+        events._place = self.timed_step("locate", events._place)  # type: ignore[attr-defined]
+        routing.decide = self.timed_step("route", routing.decide)  # type: ignore[assignment]
+
+    def dump(self) -> dict[str, Any]:
+        """Return the samples (JSON-ready)."""
+        with self.lock:
+            return {"requests": self.requests, "sql": self.sql, "steps": self.steps}
+
+    def merge(self, samples: dict[str, Any]) -> None:
+        """Add the samples of another process."""
+        with self.lock:
+            self.requests += [tuple(x) for x in samples["requests"]]  # type: ignore[misc]
+            self.sql += [tuple(x) for x in samples["sql"]]  # type: ignore[misc]
+            for name, values in samples["steps"].items():
+                self.steps.setdefault(name, []).extend(tuple(x) for x in values)
+
+    def window(self, since: float, until: float) -> dict[str, Any]:
+        """Return the figures of the samples that ended between ``since`` and ``until``."""
+        def cut(xs: list[tuple[float, float]]) -> list[float]:
+            return [v for t, v in xs if since <= t <= until]
+
+        with self.lock:
+            requests, sql = cut(self.requests), cut(self.sql)
+            steps = {name: cut(values) for name, values in self.steps.items()}
+        return {"request_s": sum(requests), "requests": len(requests), "sql_s": sum(sql),
+                "statements": len(sql), "steps": steps}
+
 
 class Timing:
-    """ASGI middleware: add up the time the server spends on each request."""
+    """ASGI middleware: time each request; watch the app's engine once it exists."""
 
     def __init__(self, app: Any, clock: ServerClock) -> None:
         self.app, self.clock = app, clock
+        self.watching = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one request, timing it."""
+        if scope["type"] == "http" and not self.watching:
+            self.watching = True
+            self.clock.watch_engine(self.app.state.engine)
         t = time.perf_counter()
         try:
             await self.app(scope, receive, send)
         finally:
             if scope["type"] == "http":
                 with self.clock.lock:
-                    self.clock.request_s += time.perf_counter() - t
-                    self.clock.requests += 1
+                    self.clock.requests.append((time.time(), time.perf_counter() - t))
+
+
+def timed_app_from_env() -> Any:
+    """The app as ``gridgov serve --workers N`` runs it, timed (each worker process calls this;
+    SIGUSR1 writes its samples to ``$GRIDGOV_BENCH_CLOCK_DIR/<pid>.json``)."""
+    from api.app import app_from_env
+
+    clock = ServerClock()
+    clock.time_steps()
+    app = app_from_env()
+    logging.getLogger("gridgov.api").setLevel(logging.CRITICAL)
+    out = Path(os.environ["GRIDGOV_BENCH_CLOCK_DIR"]) / f"{os.getpid()}.json"
+
+    def write(*_: Any) -> None:
+        temp = out.with_suffix(".tmp")
+        temp.write_text(json.dumps(clock.dump()))
+        temp.replace(out)
+
+    signal.signal(signal.SIGUSR1, write)
+    return Timing(app, clock)
 
 
 @contextmanager
-def bench_server(pg: Any, name: str, clock: ServerClock, pool_size: int) -> Iterator[str]:
-    """Serve the app on the database; yield its base URL."""
+def bench_server(pg: Any, name: str, clock: ServerClock, pool_size: int,
+                 workers: int) -> Iterator[tuple[str, Callable[[], None]]]:
+    """Serve the app on the database; yield its base URL and a function that brings the
+    server's samples into ``clock``. One worker: in this process (as tests do). More:
+    ``uvicorn --workers N`` processes, as ``gridgov serve --workers N`` runs them."""
+    from geoserver.database.bootstrap import APP_ROLE, OWNER_ROLE
+
+    if workers > 1:
+        import tempfile
+
+        from bench.common import gridgov_env, server_process, uvicorn_command
+
+        with tempfile.TemporaryDirectory() as tmp:
+            env = gridgov_env(pg.url(OWNER_ROLE, name), pg.url(APP_ROLE, name),
+                              GRIDGOV_POOL_SIZE=str(pool_size), GRIDGOV_BENCH_CLOCK_DIR=tmp,
+                              GRIDGOV_DATA_DIR=str(Path(tmp) / "data"))
+            cmd = uvicorn_command("bench.bench_events:timed_app_from_env", workers=workers)
+            with server_process(cmd, env, capture=True) as (base, pid):
+
+                def collect() -> None:
+                    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                    for child in children:
+                        os.kill(int(child), signal.SIGUSR1)
+                    time.sleep(1.0)
+                    clock.requests, clock.sql, clock.steps = [], [], {}
+                    for f in Path(tmp).glob("*.json"):
+                        clock.merge(json.loads(f.read_text()))
+
+                yield base, collect
+        return
     import uvicorn
 
     from geoserver.database.cluster import free_port
-    from geoserver.services import events, routing
     from tests.conftest import make_settings
     from tests.support.live import app_with
 
@@ -155,9 +232,7 @@ def bench_server(pg: Any, name: str, clock: ServerClock, pool_size: int) -> Iter
     app = app_with(settings)
     # Errors are counted from the answers; a stalled server would log thousands of traces.
     logging.getLogger("gridgov.api").setLevel(logging.CRITICAL)
-    # Locate + route: the report's place (grid or nearest within tolerance) and the rules.
-    events._place = clock.timed_step("locate", events._place)  # type: ignore[attr-defined]
-    routing.decide = clock.timed_step("route", routing.decide)  # type: ignore[assignment]
+    clock.time_steps()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(Timing(app, clock), host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
@@ -165,9 +240,8 @@ def bench_server(pg: Any, name: str, clock: ServerClock, pool_size: int) -> Iter
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    clock.watch_engine(app.state.engine)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", lambda: None
     finally:
         server.should_exit = True
         thread.join(15)
@@ -195,9 +269,11 @@ def report_bodies(engine: Engine, n: int, seed: int = 7) -> list[dict[str, Any]]
 
 def client_run(base: str, headers: dict[str, str], bodies: list[dict[str, Any]], rate: float,
                out: Any) -> None:
-    """Send the reports open-loop at ``rate`` a second; put (latencies ms, statuses) on ``out``."""
+    """Send the reports open-loop at ``rate`` a second; put (latencies ms, statuses, due
+    seconds from the start) on ``out``."""
     latencies: list[float] = []
     statuses: list[int] = []
+    dues: list[float] = []
     lock = threading.Lock()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     with httpx.Client(base_url=base, headers=headers, timeout=60, limits=limits) as http, \
@@ -212,8 +288,10 @@ def client_run(base: str, headers: dict[str, str], bodies: list[dict[str, Any]],
             with lock:
                 latencies.append(spent)
                 statuses.append(status)
+                dues.append(due - start)
 
         start = time.perf_counter() + 0.2
+        started = time.time() + 0.2
         for i, body in enumerate(bodies):
             due = start + i / rate
             pause = due - time.perf_counter()
@@ -222,38 +300,52 @@ def client_run(base: str, headers: dict[str, str], bodies: list[dict[str, Any]],
             pool.submit(send, body, due)
         pool.shutdown(wait=True)
         wall = time.perf_counter() - start
-    out.put(json.dumps({"latencies": latencies, "statuses": statuses, "wall": wall}))
+    out.put(json.dumps({"latencies": latencies, "statuses": statuses, "dues": dues,
+                        "wall": wall, "started": started}))
 
 
-def bench_intake(base: str, engine: Engine, clock: ServerClock, rate: float,
-                 seconds: float, user: Any) -> None:
-    """Run (a) at one rate and print its figures."""
-    bodies = report_bodies(engine, int(rate * seconds) + 20)
-    # Warm up (connections, plans, the catalogue) outside the measurement.
+def bench_intake(base: str, engine: Engine, clock: ServerClock, collect: Callable[[], None],
+                 rate: float, seconds: float, warmup: float, user: Any) -> None:
+    """Run (a) at one rate and print its figures: the ``seconds`` after a ``warmup`` at the
+    same rate (the pool's connections open and warm up then), every 10 s window, the server's
+    steps and database share over the measured part."""
+    bodies = report_bodies(engine, int(rate * (warmup + seconds)) + 20)
+    # Warm up (a connection, plans, the catalogue) before the run.
     with httpx.Client(base_url=base, headers=user.headers, timeout=60) as http:
         for body in bodies[-20:]:
             r = http.post("/api/v1/events", json=body)
             assert r.status_code == 201, r.text
-    clock.reset()
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     proc = ctx.Process(target=client_run, args=(base, user.headers, bodies[:-20], rate, out))
     proc.start()
     result = json.loads(out.get())
     proc.join()
-    lat, statuses = result["latencies"], result["statuses"]
-    ok = [ms for ms, st in zip(lat, statuses, strict=True) if st == 201]
-    print(f"(a) intake: {len(lat)} reports at {rate:g}/s offered for {seconds:g} s; "
-          f"{len(ok)} created, {len(lat) - len(ok)} errors "
-          f"({sorted(set(statuses) - {201}) or 'none'}); "
-          f"achieved {len(lat) / result['wall']:.1f}/s")
-    print(line("report request (client, from its due time)", ok))
-    print(line("locate step: point → grid (server)", clock.steps.get("locate", [])))
-    print(line("route step: rules → unit, why (server)", clock.steps.get("route", [])))
-    share = clock.sql_s / clock.request_s if clock.request_s else 0.0
+    collect()
+    lat, statuses, dues = result["latencies"], result["statuses"], result["dues"]
+    ok = [ms for ms, st, due in zip(lat, statuses, dues, strict=True)
+          if st == 201 and due >= warmup]
+    errors = [st for st in statuses if st != 201]
+    print(f"(a) intake: {len(lat)} reports at {rate:g}/s offered for {warmup:g} + {seconds:g} s;"
+          f" {len(lat) - len(errors)} created, {len(errors)} errors "
+          f"({sorted(set(errors)) or 'none'}); achieved {len(lat) / result['wall']:.1f}/s")
+    print(line(f"report request, the {seconds:g} s after warm-up", ok))
+    # Where the tail sits: every report's latency by the 10-second window it was due in.
+    windows: dict[int, list[float]] = {}
+    for ms, st, due in zip(lat, statuses, dues, strict=True):
+        if st == 201:
+            windows.setdefault(int(due // 10), []).append(ms)
+    for w in sorted(windows):
+        ramp = " (warm-up)" if w * 10 < warmup else ""
+        print(line(f"  due in {w * 10:>3}–{w * 10 + 10} s{ramp}", windows[w]))
+    # The server's side, over the measured part only.
+    figures = clock.window(result["started"] + warmup, result["started"] + result["wall"])
+    print(line("locate step: point → grid (server)", figures["steps"].get("locate", [])))
+    print(line("route step: rules → unit, why (server)", figures["steps"].get("route", [])))
+    share = figures["sql_s"] / figures["request_s"] if figures["request_s"] else 0.0
     print(f"  database share of server request time: {share:.0%} "
-          f"({clock.sql_s:.1f} s SQL of {clock.request_s:.1f} s; "
-          f"{clock.statements / max(1, clock.requests):.1f} statements per request)")
+          f"({figures['sql_s']:.1f} s SQL of {figures['request_s']:.1f} s; "
+          f"{figures['statements'] / max(1, figures['requests']):.1f} statements per request)")
 
 
 # --- (b) queue listing with 1M events ----------------------------------------------------------
@@ -360,9 +452,14 @@ def main() -> None:
     ap.add_argument("--rate", type=float, nargs="+", default=[50.0],
                     help="reports a second; several rates run one after the other")
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--warmup", type=float, default=10.0,
+                    help="seconds at the same rate before the measured part")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--requests", type=int, default=60)
-    ap.add_argument("--pool-size", type=int, default=20)
+    ap.add_argument("--pool-size", type=int, default=8,
+                    help="connections per server process (and as many overflow)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server processes (uvicorn --workers, as gridgov serve --workers)")
     ap.add_argument("--keep", metavar="NAME", help="keep (and reuse) the database NAME")
     ap.add_argument("--only", choices=("intake", "queues"), help="run one part only")
     args = ap.parse_args()
@@ -379,13 +476,15 @@ def main() -> None:
                 grids = s.execute(text("SELECT count(*) FROM region WHERE level = 'grid' "
                                        "AND valid_to IS NULL")).scalar_one()
                 before = s.execute(text("SELECT count(*) FROM event")).scalar_one()
-            print(f"database {name}: {grids:,} grids, {before:,} events; pool "
-                  f"{args.pool_size} + {args.pool_size}", flush=True)
-            with bench_server(pg, name, clock, args.pool_size) as base:
+            print(f"database {name}: {grids:,} grids, {before:,} events; {args.workers} "
+                  f"server process(es), pool {args.pool_size} + {args.pool_size} each",
+                  flush=True)
+            with bench_server(pg, name, clock, args.pool_size, args.workers) as (base, collect):
                 reporter = make_user(engine, f"bench_city_cmd_{os.getpid()}",
                                      roles=["city_commander"], scope=[CITY])
                 for rate in args.rate if args.only != "queues" else []:
-                    bench_intake(base, engine, clock, rate, args.seconds, reporter)
+                    bench_intake(base, engine, clock, collect, rate, args.seconds, args.warmup,
+                                 reporter)
                 if args.only != "intake":
                     generate_events(pg, name, args.events)
                     bench_queues(base, engine, args.requests)
