@@ -124,8 +124,8 @@ def intake(url: str, key: partners.NewKey, commander: Any, point: list[float], n
 def delivery(engine: Any, server: PartnerServer, key: partners.NewKey) -> None:
     """Measure the outbox drain rate next to plain signed POSTs."""
     with scoped_session(engine, SYSTEM_SCOPE) as s:
-        uid = s.execute(text(f"SELECT id FROM app_user WHERE username = 't{TOWNSHIP}'")
-                        ).scalar_one()
+        uid = s.execute(text("SELECT id FROM app_user WHERE username = :u"),
+                        {"u": f"t{TOWNSHIP}"}).scalar_one()
         actor = auth.principal_for(s, uid)
         assert actor is not None
         ids = s.execute(text("SELECT event_id FROM partner_event ORDER BY event_id")).scalars()
