@@ -561,6 +561,7 @@ def report_event(session: Session, *, actor: Principal, data: EventCreate | Mapp
     decision = routing.decide(session, type_chain=chain, type_names=names,
                               severity=report.severity.value, path=place.path,
                               grid_code=place.grid_code, level=level, rule=rule, regions=regions)
+    # An unmatched route already stays with the command centre at this level.
     centre = (decision.unit if decision.rule_kind == "none"
               else routing.centre_for(session, place.path, level))
     # The id, the moment and the insert trigger's snap tolerance in one round trip.
