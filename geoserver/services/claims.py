@@ -859,10 +859,14 @@ ranked AS (
     WINDOW w AS (PARTITION BY c.claim_item_id)
 ),
 pick AS (
+    -- The grid by its code, then the scope test: as a plain join the planner, with no
+    -- statistics yet on candidates written in this transaction, may scan region by path
+    -- containment instead (~120 rows per item: 27 s rather than 2 s for 100k items).
     SELECT r.id, r.region_code, g.id AS region_id, g.path, t.path AS from_path
     FROM ranked r
     JOIN todo t ON t.id = r.id
-    JOIN region g ON g.code = r.region_code AND g.valid_to IS NULL
+    CROSS JOIN LATERAL (SELECT id, path FROM region
+                        WHERE code = r.region_code AND valid_to IS NULL LIMIT 1) g
     WHERE r.rk = 1 AND g.path <@ t.path
       AND (r.n = 1 OR (r.overlap_share >= :min_share
                        AND r.overlap_share > coalesce(r.runner_up, 0)))
