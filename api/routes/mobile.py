@@ -7,16 +7,14 @@ Patrol points go to ``/api/v1/patrols/points`` (batches are idempotent there alr
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from pydantic import BaseModel
 
 from api.deps import AuditContextDep, CryptoDep, CurrentUser, SessionDep, require
-from api.routes.events import EventSettingsDep, PhotoStoreDep, read_photos
+from api.routes.events import EventSettingsDep, PhotoStoreDep, form_json, read_photos
 from geoserver.domain.principal import Principal
-from geoserver.errors import InvalidInput
 from geoserver.services import broadcasts, mobile, mobile_photos
 from geoserver.services.broadcasts import BroadcastIn, BroadcastPublic
 from geoserver.services.events import EventDetail
@@ -43,13 +41,8 @@ class PhoneOut(BaseModel):
 
 def _write(client_key: str, body: str, photos: list[UploadFile],
            store: PhotoStore) -> PhoneWrite:
-    try:
-        parsed = json.loads(body)
-    except json.JSONDecodeError:
-        raise InvalidInput("must be a JSON object", field="body") from None
-    if not isinstance(parsed, dict):
-        raise InvalidInput("must be a JSON object", field="body")
-    return PhoneWrite(client_key=client_key, body=parsed, photos=read_photos(photos, store))
+    return PhoneWrite(client_key=client_key, body=form_json(body),
+                      photos=read_photos(photos, store))
 
 
 def _out(result: PhoneResult, response: Response, session: SessionDep,

@@ -486,13 +486,18 @@ def _fallback_path(session: Session, actor: Principal) -> str:
     return str(row[0])
 
 
+def _normal_phone(raw: str) -> str:
+    """Return a reporter's phone in normal form, or InvalidInput naming reporter_phone."""
+    try:
+        return normalize_phone(raw)
+    except DocumentInvalid as exc:
+        raise InvalidInput(exc.reason, field="reporter_phone") from None
+
+
 def _phone(crypto: PersonalDataCrypto, phone: str | None) -> dict[str, Any]:
     if not phone:
         return {"pe": None, "ph": None, "pm": None}
-    try:
-        normal = normalize_phone(phone)
-    except DocumentInvalid as exc:
-        raise InvalidInput(exc.reason, field="reporter_phone") from None
+    normal = _normal_phone(phone)
     return {"pe": crypto.encrypt(normal, context=PHONE_CONTEXT),
             "ph": crypto.blind_index(normal), "pm": mask_phone(normal)}
 
@@ -622,10 +627,7 @@ def _public_phone(raw: str | None) -> str:
     if not raw:
         raise InvalidInput("a phone number is required for public reports",
                            field="reporter_phone")
-    try:
-        normal = normalize_phone(raw)
-    except DocumentInvalid as exc:
-        raise InvalidInput(exc.reason, field="reporter_phone") from None
+    normal = _normal_phone(raw)
     if "-" in normal:  # a landline: the public channel calls back on a mobile
         raise InvalidInput("public reports need a mainland mobile number (11 digits)",
                            field="reporter_phone")
